@@ -1,0 +1,5 @@
+"""agentkeep: a production runtime for Pydantic AI agents."""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,125 @@
+"""The HTTP API's request and response bodies, as Pydantic models so OpenAPI describes them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RunCreate(BaseModel):
+    """Body of `POST /v1/runs`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(description="The user's message. Control characters are removed and it is trimmed.")
+    session_id: str | None = Field(
+        None, description="Continue this session (`[A-Za-z0-9._:-]{1,128}`); absent → a new one."
+    )
+    agent: str | None = Field(None, description="Which agent, when the server has several.")
+    stream: bool = Field(False, description="Answer as a `text/event-stream` of run events.")
+    background: bool = Field(False, description="Queue the run and answer 202 at once.")
+    webhook_url: str | None = Field(None, description="Receives the finished run by POST (background runs).")
+    metadata: dict[str, Any] | None = Field(None, description="Stored with the run, returned as given.")
+
+
+class UsageOut(BaseModel):
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    tool_calls: int
+
+
+class RunResultOut(BaseModel):
+    """A finished synchronous run."""
+
+    run_id: str
+    session_id: str
+    status: Literal["succeeded"]
+    output: str
+    tools_used: list[str]
+    usage: UsageOut
+    cost_usd: float | None
+    duration_ms: float
+
+
+class RunAcceptedOut(BaseModel):
+    """A background run, accepted."""
+
+    run_id: str
+    session_id: str
+    status: Literal["queued"]
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """Every error, from every route."""
+
+    error: ErrorBody
+
+
+class RunOut(BaseModel):
+    """A recorded run."""
+
+    run_id: str
+    session_id: str
+    agent: str
+    status: str
+    output: str | None = None
+    error: ErrorBody | None = None
+    usage: UsageOut
+    cost_usd: float | None
+    tools_used: list[str]
+    metadata: dict[str, Any]
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_ms: float | None = None
+
+
+class MessageOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["user", "assistant", "tool"]
+    content: str
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    messages: list[MessageOut]
+    cost_usd: float | None
+    created_at: str
+    updated_at: str
+
+
+class HealthOut(BaseModel):
+    status: Literal["healthy", "degraded", "draining"]
+    uptime_s: float
+    active_runs: int
+    version: str
+    checks: dict[str, Any]
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    reason: str | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": description}
+    for code, description in {
+        400: "Invalid request",
+        401: "Missing or unknown API key",
+        402: "Budget exceeded or price unknown",
+        404: "Not found",
+        409: "Session busy",
+        413: "Payload too large",
+        422: "Validation error",
+        429: "Rate limited",
+        503: "Draining, overloaded or circuit open",
+    }.items()
+}

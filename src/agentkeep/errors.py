@@ -1,0 +1,159 @@
+"""The error tree, and the one place an error becomes the HTTP envelope.
+
+Every error a user can see derives from `AgentkeepError` and carries its `type` and HTTP
+`status` once, so the server renders `{"error": {"type", "message"}}` without a table of its own:
+
+    AgentkeepError                     500 internal_error
+    ├── InvalidRequest                 400 invalid_request
+    ├── Unauthorized                   401 unauthorized
+    ├── BudgetExceeded                 402 budget_exceeded
+    ├── PriceUnknown                   402 price_unknown
+    ├── NotFound                       404 not_found
+    ├── MethodNotAllowed               405 method_not_allowed
+    ├── SessionBusy                    409 session_busy
+    ├── PayloadTooLarge                413 payload_too_large
+    ├── ValidationFailed               422 validation_error
+    ├── RateLimited                    429 rate_limited        (Retry-After)
+    ├── Unavailable                    503                     (Retry-After)
+    │   ├── Draining                   503 draining
+    │   ├── Overloaded                 503 overloaded
+    │   └── CircuitOpen                503 circuit_open
+    ├── RunFailed                      500; `type` is the run's failure reason
+    └── ConfigError                    a startup problem the CLI prints as one line (exit 2)
+
+A run that fails after it started records one of `RUN_FAILURE_TYPES` as its error type.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+RUN_FAILURE_TYPES = frozenset(
+    {
+        "budget_exceeded",
+        "circuit_open",
+        "model_error",
+        "run_timeout",
+        "iteration_limit",
+        "tool_error",
+        "tool_interrupted",
+        "cancelled",
+        "interrupted",
+        "internal_error",
+    }
+)
+
+
+class AgentkeepError(Exception):
+    """Root of every error agentkeep shows to a user."""
+
+    type: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+    def envelope(self) -> dict[str, Any]:
+        """The contract's error body for this error."""
+        return {"error": {"type": self.type, "message": self.message}}
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class InvalidRequest(AgentkeepError):
+    type = "invalid_request"
+    status = 400
+
+
+class Unauthorized(AgentkeepError):
+    type = "unauthorized"
+    status = 401
+
+
+class BudgetExceeded(AgentkeepError):
+    type = "budget_exceeded"
+    status = 402
+
+
+class PriceUnknown(AgentkeepError):
+    type = "price_unknown"
+    status = 402
+
+
+class NotFound(AgentkeepError):
+    type = "not_found"
+    status = 404
+
+
+class MethodNotAllowed(AgentkeepError):
+    type = "method_not_allowed"
+    status = 405
+
+
+class SessionBusy(AgentkeepError):
+    type = "session_busy"
+    status = 409
+
+
+class PayloadTooLarge(AgentkeepError):
+    type = "payload_too_large"
+    status = 413
+
+
+class ValidationFailed(AgentkeepError):
+    type = "validation_error"
+    status = 422
+
+
+class RateLimited(AgentkeepError):
+    type = "rate_limited"
+    status = 429
+
+
+class Unavailable(AgentkeepError):
+    """The server cannot take this request now; the client should retry later."""
+
+    type = "overloaded"
+    status = 503
+
+
+class Draining(Unavailable):
+    type = "draining"
+
+
+class Overloaded(Unavailable):
+    type = "overloaded"
+
+
+class CircuitOpen(Unavailable):
+    type = "circuit_open"
+
+
+class RunFailed(AgentkeepError):
+    """A run that started and then failed; `type` is one of `RUN_FAILURE_TYPES`."""
+
+    status = 500
+
+    def __init__(self, error_type: str, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.error_type = error_type
+
+    def envelope(self) -> dict[str, Any]:
+        return {"error": {"type": self.error_type, "message": self.message}}
+
+
+class ConfigError(AgentkeepError):
+    """A problem with the configuration or the TARGET, found at startup."""
+
+    type = "invalid_request"
+    status = 400
+
+
+def envelope(error_type: str, message: str) -> dict[str, Any]:
+    """The contract's error body, for errors raised outside the tree (framework, middleware)."""
+    return {"error": {"type": error_type, "message": message}}

@@ -1,0 +1,47 @@
+"""Why a run failed: one mapping from whatever escaped the agent to the contract's error types.
+
+Messages are written for the caller: they name the problem and never carry a provider's response
+body, a stack trace or a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic_ai import exceptions as pai
+
+from agentkeep.errors import AgentkeepError, RunFailed
+
+
+class ToolError(Exception):
+    """A tool raised; carries the tool's name so the failure can say which one."""
+
+    def __init__(self, tool: str, cause: BaseException) -> None:
+        super().__init__(f"tool {tool!r} failed: {type(cause).__name__}")
+        self.tool = tool
+        self.cause = cause
+
+
+def classify(exc: BaseException) -> RunFailed:
+    """The `RunFailed` that reports `exc` to the caller."""
+    if isinstance(exc, RunFailed):
+        return exc
+    if isinstance(exc, AgentkeepError):
+        return RunFailed(exc.type, exc.message, retry_after=exc.retry_after)
+    if isinstance(exc, asyncio.CancelledError):
+        return RunFailed("interrupted", "the run was interrupted before it finished")
+    if isinstance(exc, TimeoutError | pai.RunTimedOut):
+        return RunFailed("run_timeout", "the run took longer than its deadline (AGENTKEEP_RUN_TIMEOUT_S)")
+    if isinstance(exc, pai.UsageLimitExceeded):
+        return RunFailed("iteration_limit", "the run reached its cap on model requests")
+    if isinstance(exc, ToolError):
+        return RunFailed("tool_error", str(exc))
+    if isinstance(exc, pai.ModelHTTPError):
+        return RunFailed("model_error", f"the model provider answered HTTP {exc.status_code}")
+    if isinstance(exc, pai.ModelAPIError):
+        return RunFailed("model_error", f"the model provider failed: {type(exc).__name__}")
+    if isinstance(exc, pai.UnexpectedModelBehavior):
+        return RunFailed("model_error", f"the model misbehaved: {exc.message}")
+    if isinstance(exc, pai.RunCancelled):
+        return RunFailed("cancelled", "the run was cancelled")
+    return RunFailed("internal_error", f"the run failed unexpectedly ({type(exc).__name__})")

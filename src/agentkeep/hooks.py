@@ -1,0 +1,126 @@
+"""What runs around each run, model request and tool call.
+
+A `Hook` is a piece of cross-cutting behaviour — metrics, logs, budgets, breakers, durable steps —
+written once against agentkeep's own small interface rather than Pydantic AI's. The runtime turns
+an ordered list of hooks into one Pydantic AI capability per run (`agentkeep.pipeline`); the first
+hook in the list is the outermost wrapper. This module sits at the bottom of the layers, so budget,
+resilience and observability can each implement a `Hook` without importing the runtime.
+
+    hooks = [Metrics(), Budget(), Breaker()]   # Metrics sees the time Budget and Breaker take
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.models import Model, ModelRequestContext
+
+
+@dataclass
+class Usage:
+    """Token and call counts of one run."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tool_calls: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "tool_calls": self.tool_calls,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Usage:
+        data = data or {}
+        return cls(**{k: int(data.get(k, 0)) for k in ("requests", "input_tokens", "output_tokens", "tool_calls")})
+
+
+@dataclass
+class RunState:
+    """What hooks know about the run in progress. Hooks may read everything and add to `extras`."""
+
+    run_id: str
+    session_id: str
+    user_id: str
+    agent: str
+    background: bool = False
+    started: float = field(default_factory=time.monotonic)
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = 0.0
+    tools_used: list[str] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def add_cost(self, cost: float | None) -> None:
+        """Add a priced amount; an unknown price makes the run's cost unknown for good."""
+        if cost is None or self.cost_usd is None:
+            self.cost_usd = None
+        else:
+            self.cost_usd += cost
+
+
+@dataclass
+class ModelCall:
+    """One model request as hooks see it."""
+
+    model: Model
+    messages: list[ModelMessage]
+    context: ModelRequestContext
+    attempt: int = 1
+
+    @property
+    def model_name(self) -> str:
+        return self.model.model_name
+
+    @property
+    def system(self) -> str:
+        return self.model.system
+
+
+@dataclass
+class ToolCall:
+    """One tool call as hooks see it."""
+
+    name: str
+    args: Any
+    call_id: str
+    step: int
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended, for `Hook.after_run`."""
+
+    status: str  # a RunStatus value
+    error_type: str | None = None
+    error: BaseException | None = None
+
+
+ModelProceed = Callable[[], Awaitable[ModelResponse]]
+ToolProceed = Callable[[], Awaitable[Any]]
+
+
+class Hook(ABC):  # noqa: B024 — every method has a pass-through default; override what you need
+    """Behaviour around a run. Every method is optional."""
+
+    async def before_run(self, run: RunState) -> None:
+        """Called once before the first model request. Raise an AgentkeepError to refuse the run."""
+
+    async def after_run(self, run: RunState, outcome: RunOutcome) -> None:
+        """Called once when the run ends, however it ends."""
+
+    async def wrap_model_request(self, run: RunState, call: ModelCall, proceed: ModelProceed) -> ModelResponse:
+        """Around one model request; call `proceed()` once to send it."""
+        return await proceed()
+
+    async def wrap_tool_call(self, run: RunState, call: ToolCall, proceed: ToolProceed) -> Any:
+        """Around one tool call; call `proceed()` to execute the tool."""
+        return await proceed()

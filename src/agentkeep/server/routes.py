@@ -1,0 +1,200 @@
+"""The contract's routes. Each one translates HTTP to a runtime call and back: no business logic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from agentkeep import __version__
+from agentkeep.api_models import (
+    ERROR_RESPONSES,
+    HealthOut,
+    ReadyOut,
+    RunAcceptedOut,
+    RunCreate,
+    RunOut,
+    RunResultOut,
+    SessionOut,
+)
+from agentkeep.errors import NotFound, RunFailed
+from agentkeep.runtime import ANONYMOUS_USER, PreparedRun, RunEvent, RunRequest, check_session_id
+from agentkeep.server.state import AppState, app_state
+from agentkeep.stores.base import RunRecord
+from agentkeep.transcript import load_chunks, simple_messages
+
+router = APIRouter()
+State = Annotated[AppState, Depends(app_state)]
+
+
+async def current_user() -> str:
+    """The caller's user id. With auth off every caller is the same anonymous user."""
+    return ANONYMOUS_USER
+
+
+User = Annotated[str, Depends(current_user)]
+
+
+@router.post(
+    "/v1/runs",
+    response_model=RunResultOut,
+    responses={**ERROR_RESPONSES, 202: {"model": RunAcceptedOut}},
+    summary="Run an agent: synchronously, streamed (SSE) or in the background",
+)
+async def create_run(body: RunCreate, state: State, user: User) -> Any:
+    request = RunRequest(
+        message=body.message,
+        user_id=user,
+        session_id=body.session_id,
+        agent=body.agent,
+        metadata=body.metadata or {},
+        background=body.background,
+        webhook_url=body.webhook_url,
+    )
+    runtime = state.rt
+    prepared = await runtime.prepare(request)
+    if body.background:
+        state.spawn(_quiet(runtime.execute(prepared)))
+        accepted = {
+            "run_id": prepared.record.run_id,
+            "session_id": prepared.record.session_id,
+            "status": "queued",
+        }
+        return JSONResponse(accepted, status_code=202, headers={"Location": f"/v1/runs/{prepared.record.run_id}"})
+    if body.stream:
+        return StreamingResponse(
+            _event_stream(state, prepared),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    return await runtime.execute(prepared)
+
+
+async def _quiet(work: Any) -> None:
+    """A background run reports its failure in its record, not as an exception."""
+    with contextlib.suppress(RunFailed):
+        await work
+
+
+async def _event_stream(state: AppState, prepared: PreparedRun) -> AsyncIterator[bytes]:
+    queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
+
+    async def emit(event: RunEvent) -> None:
+        queue.put_nowait(event)
+
+    # The run is its own task: a client that disconnects does not cut a run in half.
+    task = state.spawn(_quiet(state.rt.execute(prepared, emit)))
+    task.add_done_callback(lambda _: queue.put_nowait(None))
+    while (event := await queue.get()) is not None:
+        yield f"event: {event.name}\ndata: {json.dumps(event.data, default=str)}\n\n".encode()
+
+
+@router.get("/v1/runs/{run_id}", response_model=RunOut, responses=ERROR_RESPONSES, summary="A recorded run")
+async def get_run(run_id: str, state: State, user: User) -> Any:
+    record = await state.rt.store.get_run(user, run_id)
+    if record is None:
+        raise NotFound(f"no run {run_id!r}")
+    return run_view(record)
+
+
+def run_view(record: RunRecord) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "run_id": record.run_id,
+        "session_id": record.session_id,
+        "agent": record.agent,
+        "status": record.status.value,
+        "usage": record.usage.as_dict(),
+        "cost_usd": record.cost_usd,
+        "tools_used": record.tools_used,
+        "metadata": record.metadata,
+        "created_at": _iso(record.created_at),
+        "started_at": _iso(record.started_at),
+        "finished_at": _iso(record.finished_at),
+        "duration_ms": record.duration_ms,
+    }
+    if record.output is not None:
+        view["output"] = record.output
+    if record.error_type is not None:
+        view["error"] = {"type": record.error_type, "message": record.error_message or ""}
+    return view
+
+
+@router.get(
+    "/v1/sessions/{session_id}",
+    response_model=SessionOut,
+    responses=ERROR_RESPONSES,
+    summary="A session's history",
+)
+async def get_session(session_id: str, state: State, user: User) -> Any:
+    check_session_id(session_id)
+    session = await state.rt.store.get_session(user, session_id)
+    if session is None:
+        raise NotFound(f"no session {session_id!r}")
+    return {
+        "session_id": session.session_id,
+        "messages": simple_messages(load_chunks(session.history_chunks)),
+        "cost_usd": session.cost_usd,
+        "created_at": _iso(session.created_at),
+        "updated_at": _iso(session.updated_at),
+    }
+
+
+@router.delete("/v1/sessions/{session_id}", status_code=204, responses=ERROR_RESPONSES, summary="Delete a session")
+async def delete_session(session_id: str, state: State, user: User) -> Response:
+    check_session_id(session_id)
+    if not await state.rt.store.delete_session(user, session_id):
+        raise NotFound(f"no session {session_id!r}")
+    return Response(status_code=204)
+
+
+@router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}}, summary="Liveness and checks")
+async def health(state: State) -> JSONResponse:
+    runtime = state.runtime
+    checks: dict[str, Any] = {}
+    status = "healthy"
+    if runtime is None:
+        checks["runtime"] = "starting"
+        status = "degraded"
+    else:
+        try:
+            async with asyncio.timeout(2):
+                await runtime.store.ping()
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"failing: {type(exc).__name__}"
+            status = "degraded"
+        at_cap = runtime.active_runs >= runtime.settings.max_concurrent_runs
+        checks["capacity"] = "saturated" if at_cap else "ok"
+        if at_cap:
+            status = "degraded"
+        if runtime.draining:
+            status = "draining"
+    body = {
+        "status": status,
+        "uptime_s": round(time.monotonic() - state.started_monotonic, 3),
+        "active_runs": runtime.active_runs if runtime else 0,
+        "version": __version__,
+        "checks": checks,
+    }
+    return JSONResponse(body, status_code=200 if status == "healthy" else 503)
+
+
+@router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, summary="Readiness")
+async def ready(state: State) -> JSONResponse:
+    runtime = state.runtime
+    if runtime is not None and runtime.draining:
+        return JSONResponse({"ready": False, "reason": "draining"}, status_code=503)
+    if not state.ready:
+        return JSONResponse({"ready": False, "reason": state.not_ready_reason}, status_code=503)
+    return JSONResponse({"ready": True})
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,88 @@
+"""Tables and migrations, in SQLAlchemy Core so one definition serves SQLite and PostgreSQL.
+
+Times are UNIX seconds (float) so both databases compare them the same way. Migrations are an
+ordered list; each runs once, in its own transaction, and records its number in `schema_version`.
+To change the schema, append a migration: never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "agentkeep_schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+sessions = sa.Table(
+    "agentkeep_sessions",
+    metadata,
+    sa.Column("user_id", sa.String(128), primary_key=True),
+    sa.Column("session_id", sa.String(128), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    # The run that may write this session now, and until when its claim holds.
+    sa.Column("busy_run_id", sa.String(64), nullable=True),
+    sa.Column("busy_until", sa.Float, nullable=True),
+)
+
+session_history = sa.Table(
+    "agentkeep_session_history",
+    metadata,
+    sa.Column("user_id", sa.String(128), primary_key=True),
+    sa.Column("session_id", sa.String(128), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("messages", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+runs = sa.Table(
+    "agentkeep_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(128), nullable=False),
+    sa.Column("session_id", sa.String(128), nullable=False),
+    sa.Column("agent", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("input", sa.Text, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("background", sa.Boolean, nullable=False, default=False),
+    sa.Column("webhook_url", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("output", sa.Text, nullable=True),
+    sa.Column("error_type", sa.String(64), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("usage", sa.JSON, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=True),
+    sa.Column("tools_used", sa.JSON, nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=True),
+    sa.Column("messages", sa.LargeBinary, nullable=True),
+    sa.Index("ix_agentkeep_runs_session", "user_id", "session_id"),
+    sa.Index("ix_agentkeep_runs_user_created", "user_id", "created_at"),
+    sa.Index("ix_agentkeep_runs_status", "status"),
+)
+
+Migration = Callable[[Connection], None]
+
+
+def _initial(conn: Connection) -> None:
+    for table in (sessions, session_history, runs):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: Sequence[Migration] = (_initial,)
+"""Migration N is MIGRATIONS[N - 1]."""
+
+
+def pending(applied: set[int]) -> list[tuple[int, Migration]]:
+    return [(n, m) for n, m in enumerate(MIGRATIONS, start=1) if n not in applied]

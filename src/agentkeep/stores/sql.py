@@ -1,0 +1,294 @@
+"""The `Store` on SQLAlchemy Core (async): SQLite through aiosqlite, PostgreSQL through asyncpg.
+
+SQLite runs in WAL mode with `BEGIN IMMEDIATE` for writes, so two processes sharing the file
+serialise their writes instead of failing on a lock upgrade; PostgreSQL relies on row locks and
+conditional updates. The same statements serve both.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from agentkeep.errors import ConfigError, SessionBusy
+from agentkeep.stores import schema
+from agentkeep.stores.base import RunRecord, RunStatus, SessionRecord, Store, Usage
+
+_PG_MIGRATION_LOCK = 0x6167_6B70  # any constant shared by every agentkeep process
+
+
+def async_url(url: str) -> sa.URL:
+    """Map the user's URL to the async driver agentkeep uses for it."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"AGENTKEEP_DATABASE_URL is not a database URL: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in {"postgresql", "postgres"}:
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise ConfigError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://…")
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN IMMEDIATE can be issued below.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash loses nothing
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+
+class SQLStore(Store):
+    """Sessions and runs in SQLite or PostgreSQL."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = async_url(url)
+        self.dialect = self.url.get_backend_name()
+        self._pool_size = pool_size
+        self._engine: AsyncEngine | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("store is not open")
+        return self._engine
+
+    def writer(self) -> Any:
+        """A context manager for one write transaction (`BEGIN IMMEDIATE` on SQLite)."""
+        return self.engine.execution_options(write=True).begin()
+
+    async def open(self) -> None:
+        if self.dialect == "sqlite":
+            database = self.url.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self._engine = create_async_engine(self.url, pool_size=self._pool_size, max_overflow=0)
+            _configure_sqlite(self._engine)
+        else:
+            self._engine = create_async_engine(
+                self.url, pool_size=self._pool_size, max_overflow=self._pool_size, pool_pre_ping=True
+            )
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        async with self.writer() as conn:
+            if self.dialect == "postgresql":
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            await conn.run_sync(lambda c: schema.schema_version.create(c, checkfirst=True))
+            applied = set((await conn.execute(sa.select(schema.schema_version.c.version))).scalars())
+            for number, migration in schema.pending(applied):
+                await conn.run_sync(migration)
+                await conn.execute(schema.schema_version.insert().values(version=number, applied_at=time.time()))
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.select(sa.func.count()).select_from(schema.schema_version))
+
+    # --- sessions ---
+
+    async def start_run(self, run: RunRecord, lease_s: float) -> list[bytes]:
+        s = schema.sessions
+        user_id, session_id, run_id = run.user_id, run.session_id, run.run_id
+        now = time.time()
+        async with self.writer() as conn:
+            await conn.execute(
+                self._insert_ignore(
+                    s,
+                    {
+                        "user_id": user_id,
+                        "session_id": session_id,
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                )
+            )
+            claimed = await conn.execute(
+                s.update()
+                .where(s.c.user_id == user_id, s.c.session_id == session_id)
+                .where(sa.or_(s.c.busy_run_id.is_(None), s.c.busy_until < now))
+                .values(busy_run_id=run_id, busy_until=now + lease_s)
+            )
+            if claimed.rowcount != 1:
+                raise SessionBusy(f"session {session_id!r} is running another request; retry when it finishes")
+            await conn.execute(schema.runs.insert().values(**_run_row(run)))
+            return await self._history(conn, user_id, session_id)
+
+    def _insert_ignore(self, table: sa.Table, values: dict[str, Any]) -> sa.Insert:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table).values(**values).on_conflict_do_nothing()
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).values(**values).on_conflict_do_nothing()
+
+    @staticmethod
+    async def _history(conn: AsyncConnection, user_id: str, session_id: str) -> list[bytes]:
+        h = schema.session_history
+        rows = await conn.execute(
+            sa.select(h.c.messages).where(h.c.user_id == user_id, h.c.session_id == session_id).order_by(h.c.seq)
+        )
+        return [bytes(r) for r in rows.scalars()]
+
+    async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
+        s, r = schema.sessions, schema.runs
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(s.c.created_at, s.c.updated_at).where(
+                        s.c.user_id == user_id, s.c.session_id == session_id
+                    )
+                )
+            ).first()
+            if row is None:
+                return None
+            history = await self._history(conn, user_id, session_id)
+            cost = (
+                await conn.execute(
+                    sa.select(sa.func.sum(r.c.cost_usd)).where(r.c.user_id == user_id, r.c.session_id == session_id)
+                )
+            ).scalar()
+        return SessionRecord(session_id, user_id, row.created_at, row.updated_at, history, cost)
+
+    async def delete_session(self, user_id: str, session_id: str) -> bool:
+        s, h = schema.sessions, schema.session_history
+        now = time.time()
+        async with self.writer() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(s.c.busy_run_id, s.c.busy_until).where(
+                        s.c.user_id == user_id, s.c.session_id == session_id
+                    )
+                )
+            ).first()
+            if row is None:
+                return False
+            if row.busy_run_id is not None and (row.busy_until or 0) >= now:
+                raise SessionBusy(f"session {session_id!r} is running a request; delete it when it finishes")
+            await conn.execute(h.delete().where(h.c.user_id == user_id, h.c.session_id == session_id))
+            await conn.execute(s.delete().where(s.c.user_id == user_id, s.c.session_id == session_id))
+            return True
+
+    # --- runs ---
+
+    async def create_run(self, run: RunRecord) -> None:
+        async with self.writer() as conn:
+            await conn.execute(schema.runs.insert().values(**_run_row(run)))
+
+    async def update_run_status(self, run_id: str, status: RunStatus, *, started_at: float | None = None) -> None:
+        values: dict[str, Any] = {"status": status.value}
+        if started_at is not None:
+            values["started_at"] = started_at
+        async with self.writer() as conn:
+            await conn.execute(schema.runs.update().where(schema.runs.c.run_id == run_id).values(**values))
+
+    async def finish_run(self, run: RunRecord, *, append_to_session: bytes | None) -> None:
+        s, h, r = schema.sessions, schema.session_history, schema.runs
+        now = time.time()
+        async with self.writer() as conn:
+            row = _run_row(run)
+            del row["run_id"]
+            await conn.execute(r.update().where(r.c.run_id == run.run_id).values(**row))
+            owner = (
+                s.c.user_id == run.user_id,
+                s.c.session_id == run.session_id,
+                s.c.busy_run_id == run.run_id,
+            )
+            released = await conn.execute(
+                s.update().where(*owner).values(busy_run_id=None, busy_until=None, updated_at=now)
+            )
+            # A run whose lease lapsed (and may have been taken over) must not write into the history.
+            if append_to_session is not None and released.rowcount == 1:
+                next_seq = (
+                    await conn.execute(
+                        sa.select(sa.func.coalesce(sa.func.max(h.c.seq), 0) + 1).where(
+                            h.c.user_id == run.user_id, h.c.session_id == run.session_id
+                        )
+                    )
+                ).scalar_one()
+                await conn.execute(
+                    h.insert().values(
+                        user_id=run.user_id,
+                        session_id=run.session_id,
+                        seq=next_seq,
+                        run_id=run.run_id,
+                        messages=append_to_session,
+                        created_at=now,
+                    )
+                )
+
+    async def get_run(self, user_id: str, run_id: str) -> RunRecord | None:
+        r = schema.runs
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(r).where(r.c.run_id == run_id, r.c.user_id == user_id))).first()
+        return None if row is None else _run_from_row(row._mapping)
+
+
+def _run_row(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "user_id": run.user_id,
+        "session_id": run.session_id,
+        "agent": run.agent,
+        "status": run.status.value,
+        "input": run.input,
+        "metadata": run.metadata,
+        "background": run.background,
+        "webhook_url": run.webhook_url,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "output": run.output,
+        "error_type": run.error_type,
+        "error_message": run.error_message,
+        "usage": run.usage.as_dict(),
+        "cost_usd": run.cost_usd,
+        "tools_used": run.tools_used,
+        "duration_ms": run.duration_ms,
+        "messages": run.messages_json,
+    }
+
+
+def _run_from_row(row: Any) -> RunRecord:
+    return RunRecord(
+        run_id=row["run_id"],
+        session_id=row["session_id"],
+        user_id=row["user_id"],
+        agent=row["agent"],
+        status=RunStatus(row["status"]),
+        input=row["input"],
+        created_at=row["created_at"],
+        metadata=row["metadata"] or {},
+        background=bool(row["background"]),
+        webhook_url=row["webhook_url"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        output=row["output"],
+        error_type=row["error_type"],
+        error_message=row["error_message"],
+        usage=Usage.from_dict(row["usage"]),
+        cost_usd=row["cost_usd"],
+        tools_used=list(row["tools_used"] or []),
+        duration_ms=row["duration_ms"],
+        messages_json=bytes(row["messages"]) if row["messages"] is not None else None,
+    )

@@ -1,0 +1,62 @@
+"""Pydantic AI messages in the contract's simple form: `{"role", "content", ...}` per turn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
+
+
+def load_chunks(chunks: list[bytes]) -> list[ModelMessage]:
+    messages: list[ModelMessage] = []
+    for chunk in chunks:
+        messages.extend(ModelMessagesTypeAdapter.validate_json(chunk))
+    return messages
+
+
+def simple_messages(messages: list[ModelMessage]) -> list[dict[str, Any]]:
+    """User prompts, assistant answers (with their tool calls) and tool results, in order."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if isinstance(message, ModelRequest):
+            out.extend(_request_parts(message))
+        elif isinstance(message, ModelResponse):
+            turn = _response_turn(message)
+            if turn is not None:
+                out.append(turn)
+    return out
+
+
+def _request_parts(message: ModelRequest) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for part in message.parts:
+        if isinstance(part, UserPromptPart):
+            content = part.content if isinstance(part.content, str) else _text_of(part.content)
+            out.append({"role": "user", "content": content, "timestamp": part.timestamp.isoformat()})
+        elif isinstance(part, ToolReturnPart):
+            out.append({"role": "tool", "content": part.model_response_str(), "name": part.tool_name})
+    return out
+
+
+def _response_turn(message: ModelResponse) -> dict[str, Any] | None:
+    text = "".join(p.content for p in message.parts if isinstance(p, TextPart))
+    calls = [{"name": p.tool_name, "args": p.args_as_dict()} for p in message.parts if isinstance(p, ToolCallPart)]
+    if not text and not calls:
+        return None
+    turn: dict[str, Any] = {"role": "assistant", "content": text, "timestamp": message.timestamp.isoformat()}
+    if calls:
+        turn["tool_calls"] = calls
+    return turn
+
+
+def _text_of(content: Any) -> str:
+    return " ".join(item for item in content if isinstance(item, str))

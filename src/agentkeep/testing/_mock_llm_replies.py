@@ -1,21 +1,38 @@
-"""Scripted replies for the mock OpenAI-compatible server: the `Reply` API, its JSON form, and rendering.
+"""Scripted replies for the mock OpenAI-compatible server: the `Reply` API, its JSON form, and the bytes
+each reply puts on the wire (OpenAI's JSON shapes, HTTP/1.1 framing, server-sent events).
 
-Kept apart from the HTTP server so the reply model can be built, serialised and unit-tested without
-sockets, and so `mock_llm.py` stays about transport only. Standard library only, on purpose: the mock
+Kept apart from the server so replies can be built, serialised and rendered without sockets, and so
+`mock_llm.py` is only about connections, timing and state. Standard library only, on purpose: the mock
 must start in any environment the tests or benchmarks run in.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from http import HTTPStatus
 from typing import Any, Literal
 
-__all__ = ["Reply", "ReplyKind", "ToolCall", "render_chunks", "render_completion", "render_error"]
+__all__ = [
+    "STREAM_END",
+    "STREAM_HEAD",
+    "Reply",
+    "ReplyKind",
+    "ToolCall",
+    "dumps",
+    "http_error",
+    "http_response",
+    "parse_script",
+    "render_chunks",
+    "render_completion",
+    "render_error",
+    "sse_frames",
+]
 
 ReplyKind = Literal["text", "tool_calls", "error", "drop", "rule"]
 JSON = dict[str, Any]
@@ -193,6 +210,14 @@ class Reply:
         raise ValueError(f"a reply needs one of text, tool_calls, error, drop or rule: {data!r}")
 
 
+def parse_script(data: Any) -> tuple[list[Reply], Reply | None]:
+    """A script (CLI file or `POST /_mock/script`): a list of replies, or `{"replies": [...], "default": ...}`."""
+    data = data if isinstance(data, dict) else {"replies": data}
+    replies = [Reply.from_json(r) for r in data.get("replies") or []]
+    default = data.get("default")
+    return replies, None if default is None else Reply.from_json(default)
+
+
 def _tokens(chars: int) -> int:
     # The usual rule of thumb, ~4 characters a token: deterministic, and enough for budget/usage tests.
     return max(1, math.ceil(chars / 4))
@@ -228,8 +253,11 @@ def _wire_calls(reply: Reply) -> list[JSON]:
 
 
 def _split(text: str, parts: int) -> list[str]:
-    size = max(1, math.ceil(len(text) / parts))
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+    # Exactly `parts` pieces (fewer only if the text is shorter), so tests can count the deltas.
+    parts = max(1, min(parts, len(text)))
+    size, extra = divmod(len(text), parts)
+    bounds = [k * size + min(k, extra) for k in range(parts + 1)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def _envelope(body: JSON, kind: str) -> JSON:
@@ -299,3 +327,39 @@ def render_error(reply: Reply) -> JSON:
 
 def _finish_reason(reply: Reply) -> str:
     return "tool_calls" if reply.kind == "tool_calls" else "stop"
+
+
+# -- HTTP/1.1 framing ----------------------------------------------------------------------------------
+
+
+def dumps(data: Any) -> bytes:
+    """Compact JSON: less to write and to parse on the benchmark's hot path."""
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _head(status: int, headers: Mapping[str, str]) -> bytes:
+    # Hand-built: no Date/Server headers to format on every request.
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def http_response(status: int, data: Any, headers: Mapping[str, str] | None = None) -> bytes:
+    """A whole JSON response in one buffer: one write per response, so never a delayed-ACK stall."""
+    body = dumps(data)
+    return (
+        _head(status, {"Content-Type": "application/json", "Content-Length": str(len(body)), **(headers or {})}) + body
+    )
+
+
+def http_error(status: int, message: str) -> bytes:
+    return http_response(status, render_error(Reply.error(status, message)))
+
+
+STREAM_HEAD = _head(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"})
+STREAM_END = b"0\r\n\r\n"
+
+
+def sse_frames(reply: Reply, body: JSON) -> list[bytes]:
+    """Each server-sent event of a streamed reply, `[DONE]` last, as a chunk of a chunked HTTP body."""
+    events = [b"data: " + dumps(c) + b"\n\n" for c in render_chunks(reply, body)] + [b"data: [DONE]\n\n"]
+    return [b"%x\r\n%s\r\n" % (len(e), e) for e in events]

@@ -30,19 +30,12 @@ import threading
 import urllib.request
 from collections import Counter, deque
 from collections.abc import Iterable
-from http import HTTPStatus
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any, Self, cast
 
-from agentkeep.testing._mock_llm_replies import (
-    Reply,
-    ReplyKind,
-    ToolCall,
-    render_chunks,
-    render_completion,
-    render_error,
-)
+from agentkeep.testing import _mock_llm_replies as wire
+from agentkeep.testing._mock_llm_replies import Reply, ReplyKind, ToolCall
 
 __all__ = ["MockLLM", "MockLLMControl", "MockLLMProcess", "Reply", "ReplyKind", "ToolCall"]
 
@@ -50,10 +43,6 @@ JSON = dict[str, Any]
 DEFAULT_REPLY = Reply.text("This is a mock reply.")
 _CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 _MODELS = {"object": "list", "data": [{"id": "mock", "object": "model", "owned_by": "mock"}]}
-
-
-def _dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
 
 
 class MockLLM:
@@ -84,8 +73,6 @@ class MockLLM:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-
-    # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> Self:
         """Bind and start serving; idempotent. Returns self so `MockLLM().start()` chains."""
@@ -154,8 +141,6 @@ class MockLLM:
         """The OpenAI base URL to hand to clients (`OPENAI_BASE_URL`)."""
         return f"{self.url}/v1"
 
-    # -- scripting ---------------------------------------------------------------------------------
-
     def enqueue(self, *replies: Reply | str) -> None:
         """Append replies to the queue; each request consumes one, in order."""
         with self._lock:
@@ -174,8 +159,6 @@ class MockLLM:
             self._count = 0
             self._by_model.clear()
             self._log.clear()
-
-    # -- counters ----------------------------------------------------------------------------------
 
     @property
     def request_count(self) -> int:
@@ -227,11 +210,9 @@ class MockLLM:
             self.reset()
             return self.stats()
         if (method, path) == ("POST", "/_mock/script"):
-            body = body if isinstance(body, dict) else {"replies": body}
-            replies = [Reply.from_json(r) for r in body.get("replies", [])]
-            default = Reply.from_json(body["default"]) if body.get("default") is not None else None
+            replies, default = wire.parse_script(body)
             with self._lock:  # one critical section: a concurrent request sees the old script or the new
-                if body.get("clear"):
+                if isinstance(body, dict) and body.get("clear"):
                     self._queue.clear()
                 self._queue.extend(replies)
                 self._default = default or self._default
@@ -249,6 +230,8 @@ class MockLLM:
                 pass
         except (ConnectionError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # the client hung up or sent something that is not HTTP: nobody to answer
+        except asyncio.CancelledError:
+            pass  # close() ends us; 3.11's start_server callback logs an error for a task that ends cancelled
         finally:
             self._tasks.discard(task)
             writer.close()
@@ -259,7 +242,7 @@ class MockLLM:
         method, target, version = lines[0].split(" ", 2)
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
         if "chunked" in headers.get("transfer-encoding", ""):  # no client we serve sends one
-            _write_json(writer, 411, render_error(Reply.error(411, "send a Content-Length")))
+            writer.write(wire.http_error(411, "send a Content-Length"))
             return False
         raw = await reader.readexactly(int(headers.get("content-length") or 0))
         keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
@@ -267,12 +250,12 @@ class MockLLM:
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
-            _write_json(writer, 400, render_error(Reply.error(400, "request body is not valid JSON")))
+            writer.write(wire.http_error(400, "request body is not valid JSON"))
         else:
             if method == "POST" and path in _CHAT_PATHS and isinstance(body, dict):
                 keep_alive = await self._chat(body, writer) and keep_alive
             elif method == "GET" and path in ("/v1/models", "/models"):
-                _write_json(writer, 200, _MODELS)
+                writer.write(wire.http_response(200, _MODELS))
             else:
                 self._dispatch_control(method, path, body, writer)
         await writer.drain()
@@ -282,12 +265,12 @@ class MockLLM:
         try:
             result = self._control(method, path, body)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            _write_json(writer, 400, render_error(Reply.error(400, f"bad request: {e!r}")))
+            writer.write(wire.http_error(400, f"bad request: {e!r}"))
             return
         if result is None:
-            _write_json(writer, 404, render_error(Reply.error(404, f"no route {method} {path}")))
+            writer.write(wire.http_error(404, f"no route {method} {path}"))
         else:
-            _write_json(writer, 200, result)
+            writer.write(wire.http_response(200, result))
 
     async def _chat(self, body: JSON, writer: asyncio.StreamWriter) -> bool:
         reply = self._next_reply(body)
@@ -297,11 +280,11 @@ class MockLLM:
             return False  # the connection closes with nothing sent, like a crashed upstream
         if reply.kind == "error":
             retry = {"Retry-After": f"{reply.retry_after:g}"} if reply.retry_after is not None else {}
-            _write_json(writer, reply.status, render_error(reply), retry)
+            writer.write(wire.http_response(reply.status, wire.render_error(reply), retry))
         elif body.get("stream"):
             await _write_stream(writer, reply, body)
         else:
-            _write_json(writer, 200, render_completion(reply, body))
+            writer.write(wire.http_response(200, wire.render_completion(reply, body)))
         return True
 
 
@@ -309,36 +292,18 @@ def _as_reply(reply: Reply | str) -> Reply:
     return Reply.text(reply) if isinstance(reply, str) else reply
 
 
-def _head(status: int, headers: dict[str, str]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", *(f"{k}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def _write_json(writer: asyncio.StreamWriter, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
-    body = _dumps(data)
-    # One write for head and body: a response per segment, never a delayed-ACK stall.
-    head = {"Content-Type": "application/json", "Content-Length": str(len(body)), **(headers or {})}
-    writer.write(_head(status, head) + body)
-
-
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
 async def _write_stream(writer: asyncio.StreamWriter, reply: Reply, body: JSON) -> None:
-    """Server-sent events over chunked transfer encoding, as the real API streams."""
-    writer.write(_head(200, {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"}))
-    events = [b"data: " + _dumps(c) + b"\n\n" for c in render_chunks(reply, body)] + [b"data: [DONE]\n\n"]
-    if not reply.chunk_delay:
-        # One HTTP chunk for the whole stream: the client's SSE parser sees the same events, much faster.
-        writer.write(_chunk(b"".join(events)))
-    else:
-        for i, event in enumerate(events):
-            if i:
-                await asyncio.sleep(reply.chunk_delay)
-            writer.write(_chunk(event))
-            await writer.drain()
-    writer.write(b"0\r\n\r\n")
+    frames = wire.sse_frames(reply, body)
+    if not reply.chunk_delay:  # one write: the client's SSE parser sees the same events, much sooner
+        writer.write(wire.STREAM_HEAD + b"".join(frames) + wire.STREAM_END)
+        return
+    writer.write(wire.STREAM_HEAD)
+    for i, frame in enumerate(frames):
+        if i:
+            await asyncio.sleep(reply.chunk_delay)
+        writer.write(frame)
+        await writer.drain()
+    writer.write(wire.STREAM_END)
 
 
 class MockLLMControl:
@@ -349,7 +314,7 @@ class MockLLMControl:
         self.url = url.rstrip("/").removesuffix("/v1")
 
     def _call(self, method: str, path: str, body: Any = None) -> JSON:
-        data = None if body is None else _dumps(body)
+        data = None if body is None else wire.dumps(body)
         request = urllib.request.Request(self.url + path, data=data, method=method)  # noqa: S310 (http only)
         request.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
@@ -398,9 +363,7 @@ class MockLLMProcess:
         self.control = MockLLMControl(self.base_url)
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
             proc.terminate()
@@ -413,14 +376,6 @@ class MockLLMProcess:
                 proc.stdout.close()
 
 
-def load_script(path: Path) -> tuple[list[Reply], Reply | None]:
-    """A script file is a JSON list of replies, or `{"replies": [...], "default": reply}`."""
-    data = json.loads(path.read_text())
-    data = data if isinstance(data, dict) else {"replies": data}
-    default = data.get("default")
-    return [Reply.from_json(r) for r in data.get("replies", [])], None if default is None else Reply.from_json(default)
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: serve until SIGTERM/SIGINT, printing the base URL as the first stdout line."""
     parser = argparse.ArgumentParser(
@@ -431,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--script", type=Path, help="JSON file: a list of replies or {replies, default}")
     parser.add_argument("--max-logged", type=int, default=1000, help="request bodies kept for /_mock/requests")
     args = parser.parse_args(argv)
-    replies, default = load_script(args.script) if args.script else ([], None)
+    replies, default = wire.parse_script(json.loads(args.script.read_text()) if args.script else [])
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,139 @@
+"""`GET /v1/usage`: the caller's spend today and this month, and per budget the cap and what remains."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from agentkeep.api_models import ERROR_RESPONSES
+from agentkeep.budget import Budget, BudgetMetrics
+from agentkeep.budget.prices import to_usd
+from agentkeep.budget.records import SESSION, USER_DAY, CounterState, utc_day
+from agentkeep.errors import Unauthorized
+from agentkeep.runtime import check_session_id
+from agentkeep.server.routes import current_user
+from agentkeep.server.state import AppState, app_state
+
+__all__ = ["budget_metrics", "caller_is_admin", "router"]
+
+router = APIRouter()
+
+
+class BudgetOut(BaseModel):
+    """One budget: its cap, and for the caller's day (or the named session) what it leaves."""
+
+    cap_usd: float
+    session_id: str | None = None
+    spent_usd: float | None = None
+    held_usd: float | None = Field(None, description="Reserved by model requests in flight.")
+    remaining_usd: float | None = None
+    closed: bool | None = Field(None, description="Closed after a provider billed more than was reserved.")
+
+
+class TodayOut(BaseModel):
+    date: str = Field(description="The UTC day, YYYY-MM-DD.")
+    spent_usd: float
+    held_usd: float
+
+
+class MonthOut(BaseModel):
+    month: str = Field(description="The UTC month, YYYY-MM.")
+    spent_usd: float
+
+
+class UsageOut(BaseModel):
+    user_id: str
+    today: TodayOut
+    month: MonthOut
+    budgets: dict[str, BudgetOut] = Field(description="Configured budgets: user_daily, session, run.")
+
+
+async def caller_is_admin(request: Request, _caller: Annotated[str, Depends(current_user)]) -> bool:
+    """Whether the caller holds an admin key; authenticating (`current_user`) sets `request.state.is_admin`."""
+    return bool(getattr(request.state, "is_admin", False))
+
+
+@router.get(
+    "/v1/usage",
+    response_model=UsageOut,
+    response_model_exclude_none=True,
+    responses=ERROR_RESPONSES,
+    summary="Spend today and this month, and what the budgets leave",
+)
+async def get_usage(
+    state: Annotated[AppState, Depends(app_state)],
+    caller: Annotated[str, Depends(current_user)],
+    is_admin: Annotated[bool, Depends(caller_is_admin)],
+    user_id: Annotated[str | None, Query(max_length=128, description="Another user's usage (admin keys only).")] = None,
+    session_id: Annotated[str | None, Query(description="Also report this session's budget.")] = None,
+) -> dict[str, Any]:
+    if user_id is not None and user_id != caller and not is_admin:
+        raise Unauthorized("user_id needs an admin key; without it you see your own usage")
+    user = user_id or caller
+    budget = _budget(state)
+    ledger = budget.ledger
+    day = utc_day()
+    # Room held by processes that died is given back before it is reported as held.
+    await ledger.reclaim_expired()
+    spent_today, spent_month = await ledger.user_totals(user, day)
+    today = await ledger.counter(USER_DAY, user, day)
+    caps = budget.caps
+    budgets: dict[str, Any] = {}
+    if caps.user_daily is not None:
+        budgets["user_daily"] = _budget_view(caps.user_daily, today)
+    if caps.session is not None:
+        if session_id is not None:
+            check_session_id(session_id)
+            budgets["session"] = {
+                "session_id": session_id,
+                **_budget_view(caps.session, await ledger.counter(SESSION, user, session_id)),
+            }
+        else:
+            budgets["session"] = {"cap_usd": to_usd(caps.session)}
+    if caps.run is not None:
+        budgets["run"] = {"cap_usd": to_usd(caps.run)}
+    return {
+        "user_id": user,
+        "today": {"date": day, "spent_usd": to_usd(spent_today), "held_usd": to_usd(today.held_nano)},
+        "month": {"month": day[:7], "spent_usd": to_usd(spent_month)},
+        "budgets": budgets,
+    }
+
+
+def _budget_view(cap: int, counter: CounterState) -> dict[str, Any]:
+    remaining = 0 if counter.closed else max(0, cap - counter.spent_nano - counter.held_nano)
+    return {
+        "cap_usd": to_usd(cap),
+        "spent_usd": to_usd(counter.spent_nano),
+        "held_usd": to_usd(counter.held_nano),
+        "remaining_usd": to_usd(remaining),
+        "closed": counter.closed,
+    }
+
+
+def _budget(state: AppState) -> Budget:
+    budget = state.budget
+    if budget is None:
+        raise RuntimeError("the budget is not started")
+    return budget
+
+
+def budget_metrics() -> BudgetMetrics:
+    """The budget's reports, wired to the Prometheus metrics of `agentkeep.observability`."""
+    from agentkeep.observability import metrics
+
+    overruns = getattr(metrics, "BUDGET_OVERRUNS", None)
+
+    def cost(model: str, usd: float) -> None:
+        metrics.COST.labels(model=metrics.bounded("model", model)).inc(usd)
+
+    def rejection(scope: str) -> None:
+        metrics.BUDGET_REJECTIONS.labels(scope=scope).inc()
+
+    def overrun(scope: str) -> None:
+        if overruns is not None:
+            overruns.labels(scope=scope).inc()
+
+    return BudgetMetrics(cost=cost, rejection=rejection, overrun=overrun)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from agentkeep.stores.base import RunRecord
 
 
 class RunCreate(BaseModel):
@@ -21,6 +24,15 @@ class RunCreate(BaseModel):
     background: bool = Field(False, description="Queue the run and answer 202 at once.")
     webhook_url: str | None = Field(None, description="Receives the finished run by POST (background runs).")
     metadata: dict[str, Any] | None = Field(None, description="Stored with the run, returned as given.")
+
+
+class TaskCreate(BaseModel):
+    """Body of `POST /v1/tasks/{name}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: dict[str, Any] = Field(default_factory=dict, description="Handed to the task's function.")
+    webhook_url: str | None = Field(None, description="Receives the finished run by POST.")
 
 
 class UsageOut(BaseModel):
@@ -123,3 +135,30 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         503: "Draining, overloaded or circuit open",
     }.items()
 }
+
+
+def run_view(record: RunRecord) -> dict[str, Any]:
+    """A run as `GET /v1/runs/{id}` shows it (and a completion webhook sends it)."""
+    view: dict[str, Any] = {
+        "run_id": record.run_id,
+        "session_id": record.session_id,
+        "agent": record.agent,
+        "status": record.status.value,
+        "usage": record.usage.as_dict(),
+        "cost_usd": record.cost_usd,
+        "tools_used": record.tools_used,
+        "metadata": record.metadata,
+        "created_at": _iso(record.created_at),
+        "started_at": _iso(record.started_at),
+        "finished_at": _iso(record.finished_at),
+        "duration_ms": record.duration_ms,
+    }
+    if record.output is not None:
+        view["output"] = record.output
+    if record.error_type is not None:
+        view["error"] = {"type": record.error_type, "message": record.error_message or ""}
+    return view
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

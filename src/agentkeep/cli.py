@@ -7,7 +7,9 @@ A user mistake prints one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -18,6 +20,7 @@ from agentkeep.errors import AgentkeepError, ConfigError
 
 USAGE_ERROR = 2
 FAILURE = 1
+_CLOSE_GRACE_S = 5
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +33,45 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", action="store_true", help="do not execute background runs here")
     serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
+
+    worker = commands.add_parser("worker", help="execute background runs; serve /health, /ready, /metrics")
+    _target_and_address(worker)
+    worker.set_defaults(port=8001, no_worker=False, ssl_certfile=None, ssl_keyfile=None)
+
+    init = commands.add_parser("init", help="write deployment files (Docker, Compose, systemd, Kubernetes, Lambda)")
+    init.add_argument("directory", nargs="?", default=".", metavar="DIR", help="the agent project (default .)")
+    init.add_argument(
+        "--target",
+        choices=["docker", "compose", "systemd", "k8s", "lambda", "all"],
+        default="docker",
+        help="the platform (default docker)",
+    )
+    init.add_argument("--agent", metavar="TARGET", help="the agent to serve (default: agent.py, app.py, ... in DIR)")
+    init.add_argument("--name", help="service and image name (default: DIR's name)")
+    init.add_argument("--force", action="store_true", help="overwrite files that exist with other content")
+    _security_commands(commands)
+    runs = commands.add_parser("runs", help="background runs left by another version of the agent (docs/durable.md)")
+    runs_actions = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+    resume = runs_actions.add_parser("resume", help="continue unfinished runs of other versions on TARGET's version")
+    resume.add_argument("target", metavar="TARGET", help="module:attr or path/to/file.py[:attr], as served")
+    resume.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="only these runs (default: every one)")
     return parser
+
+
+def _security_commands(commands: Any) -> None:
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create a key for a user and print it (shown only this once)")
+    create.add_argument("--user", required=True, help="the user the key acts as; it owns what the key creates")
+    create.add_argument("--admin", action="store_true", help="may also read any user's usage")
+    listing = actions.add_parser("list", help="every key: id, user, admin, created, last used, revoked")
+    listing.add_argument("--json", action="store_true", help="one JSON object per key, per line")
+    revoke = actions.add_parser("revoke", help="revoke a key for good")
+    revoke.add_argument("key_id", metavar="ID", help="the key's id, as `keys list` shows it")
+    backup = commands.add_parser("backup", help="a consistent, checked snapshot of the SQLite database (while serving)")
+    backup.add_argument("path", metavar="PATH", help="file to write, or a directory to put a timestamped file in")
+    restore = commands.add_parser("restore", help="replace the SQLite database with a backup (servers stopped)")
+    restore.add_argument("path", metavar="PATH", help="a file written by `agentkeep backup`")
 
 
 def _target_and_address(command: argparse.ArgumentParser) -> None:
@@ -55,14 +96,23 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "serve":
+    if args.command in {"serve", "worker"}:
         return _serve(args)
+    if args.command == "init":
+        return _init(args)
+    if args.command == "keys":
+        return _keys(args)
+    if args.command in {"backup", "restore"}:
+        return _backup_or_restore(args)
+    if args.command == "runs":
+        return _runs_resume(args)
     raise ConfigError(f"unknown command {args.command!r}")
 
 
 def _serve(args: argparse.Namespace) -> int:
     from agentkeep.config import load_settings
-    from agentkeep.loader import load_agents
+    from agentkeep.durable import identity
+    from agentkeep.loader import load_agents, target_source
     from agentkeep.models import resolve_model
     from agentkeep.observability import configure_logging
 
@@ -74,11 +124,23 @@ def _serve(args: argparse.Namespace) -> int:
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
 
+    import asyncio
+
     import uvicorn
 
+    from agentkeep.resilience import GracefulServer
     from agentkeep.server import create_app
+    from agentkeep.server.auth import check_auth
 
-    app = create_app(settings, agents, tls=bool(args.ssl_certfile))
+    for pem in (args.ssl_certfile, args.ssl_keyfile):
+        if pem and not os.path.isfile(pem):
+            raise ConfigError(f"no such file: {pem}")
+    api = args.command == "serve"  # a `worker` serves only /health, /ready, /metrics and /v1/stats
+    auth = asyncio.run(check_auth(settings, args.host)) if api else True  # refuses an unsafe bind before it happens
+    me = identity(settings, source=target_source(args.target), port=args.port)
+    app = create_app(
+        settings, agents, tls=bool(args.ssl_certfile), auth=auth, api=api, worker=not args.no_worker, me=me
+    )
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -89,11 +151,132 @@ def _serve(args: argparse.Namespace) -> int:
         date_header=True,
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 1,
+        # The drain (GracefulServer) already waited for the runs; this only covers the last writes.
+        timeout_graceful_shutdown=_CLOSE_GRACE_S,
     )
-    server = uvicorn.Server(config)
+    state = app.state.agentkeep
+    server = GracefulServer(config, state, drain_timeout_s=settings.drain_timeout_s)
+    state.on_fatal = server.fatal
     server.run()
-    return 0 if server.started else FAILURE
+    return server.exit_code if server.started else FAILURE
+
+
+def _runs_resume(args: argparse.Namespace) -> int:
+    from agentkeep.config import load_settings
+    from agentkeep.durable import DurableEngine, Identity, identity
+    from agentkeep.durable.upgrade import resume_stale_runs
+    from agentkeep.loader import load_agents, target_source
+
+    settings = load_settings()
+    load_agents(args.target)
+    if not DurableEngine.available():
+        raise ConfigError("background runs need the durable extra: pip install 'agentkeep[durable]'")
+    version = identity(settings, source=target_source(args.target), port=0).version
+    me = Identity("agentkeep-runs-resume", version)  # it takes no work, so no run is ever its own
+    resumed = resume_stale_runs(settings, me, set(args.run_ids) or None)
+    for run_id, old_version, workflow_id in resumed:
+        print(f"resumed {run_id} (was {old_version}) as {workflow_id} on {me.version}")
+    print(f"{len(resumed)} run(s) resumed")
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agentkeep.config import load_settings
+    from agentkeep.deploy import init
+
+    directory = Path(args.directory)
+    report = init(directory, args.target, settings=load_settings(), agent=args.agent, name=args.name, force=args.force)
+    for path in report.written:
+        print(f"wrote {directory / path}")
+    for path in report.kept:
+        print(f"kept  {directory / path} (exists)")
+    for path in report.unchanged:
+        print(f"same  {directory / path}")
+    for note in report.notes:
+        print(f"note: {note}")
+    print("next: docs/deploy.md has the commands for each target")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from agentkeep.config import load_settings
+    from agentkeep.errors import NotFound
+    from agentkeep.stores.keys import KeyRecord, open_key_store
+
+    def when(ts: float | None) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts is not None else "-"
+
+    def row(key: KeyRecord) -> dict[str, Any]:
+        return {
+            "id": key.key_id,
+            "user": key.user_id,
+            "admin": key.admin,
+            "created": when(key.created_at),
+            "last_used": when(key.last_used_at),
+            "revoked": when(key.revoked_at),
+        }
+
+    async def act() -> int:
+        async with open_key_store(load_settings().database_url.get_secret_value()) as keys:
+            if args.keys_command == "create":
+                new = await keys.create(args.user, admin=args.admin)
+                print(new.token)
+                role = " (admin)" if args.admin else ""
+                print(f"created key {new.record.key_id} for {args.user}{role}; it is not shown again", file=sys.stderr)
+            elif args.keys_command == "revoke":
+                if (revoked := await keys.revoke(args.key_id)) is None:
+                    raise NotFound(f"no key {args.key_id!r}; `agentkeep keys list` shows the ids")
+                print(f"revoked key {revoked.key_id} of {revoked.user_id}")
+            else:
+                rows = [row(key) for key in await keys.list()]
+                for item in rows if args.json else []:
+                    print(json.dumps(item))
+                if not args.json:
+                    _print_table(["id", "user", "admin", "created", "last_used", "revoked"], rows)
+        return 0
+
+    return asyncio.run(act())
+
+
+def _print_table(columns: list[str], rows: list[dict[str, Any]]) -> None:
+    cells = [[("yes" if r[c] else "no") if isinstance(r[c], bool) else str(r[c]) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(line[i]) for line in cells)]) for i, c in enumerate(columns)]
+    for line in [[c.upper().replace("_", " ") for c in columns], *cells]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+def _backup_or_restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agentkeep.config import load_settings
+    from agentkeep.stores.backup import backup_sqlite, postgres_commands, restore_sqlite, sqlite_path
+
+    url = load_settings().database_url.get_secret_value()
+    path = Path(args.path)
+    restoring = args.command == "restore"
+    database = sqlite_path(url)
+    if database is None:
+        note = "PostgreSQL is backed up and restored with its own tools; run (password from PGPASSWORD or ~/.pgpass):"
+        print(note, file=sys.stderr)
+        for line in postgres_commands(url, path, restore=restoring):
+            print(line)
+        return 0
+    if restoring:
+        report = restore_sqlite(database, path)
+        kept = f"; the replaced database is kept as {report.kept}" if report.kept else ""
+        print(f"restored {path} to {report.path}: {report.sessions} sessions, {report.runs} runs{kept}")
+    else:
+        report = backup_sqlite(database, path)
+        print(
+            f"backed up {database} to {report.path}: {report.size_bytes} bytes, "
+            f"{report.sessions} sessions, {report.runs} runs, integrity ok"
+        )
+    return 0
 
 
 def _first_error(exc: ValidationError) -> str:

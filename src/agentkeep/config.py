@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,28 @@ TOML_FILE = "agentkeep.toml"
 
 def _env_alias(name: str, *extra: str) -> AliasChoices:
     return AliasChoices(f"AGENTKEEP_{name}", f"agentkeep_{name.lower()}", name.lower(), *extra)
+
+
+class Schedule(BaseModel):
+    """One `[[schedules]]` entry of agentkeep.toml: run an agent with a fixed message, or a task, on a cron."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$", description="Unique name.")
+    cron: str = Field(description="5 fields (minute first), or 6 with seconds first; UTC unless `timezone`.")
+    agent: str | None = Field(None, description="The agent to run (default: the first) with `message`.")
+    message: str | None = Field(None, description="What the agent is told at each tick.")
+    task: str | None = Field(None, description="Or: the task to run, with `input`.")
+    input: dict[str, Any] = Field(default_factory=dict, description="The task's input.")
+    user: str = Field("anonymous", description="The user the runs belong to (and are visible to).")
+    session_id: str | None = Field(None, description="Continue this session at every tick; default: a new one.")
+    timezone: str | None = Field(None, description="IANA time zone of the cron, e.g. Europe/Paris.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Schedule:
+        if (self.message is None) == (self.task is None):
+            raise ValueError(f"schedule {self.name!r} needs either `message` (an agent run) or `task`")
+        return self
 
 
 class Settings(BaseSettings):
@@ -70,14 +92,48 @@ class Settings(BaseSettings):
     budget_session_usd: float | None = Field(None, ge=0, description="Hard cap per session.")
     budget_user_daily_usd: float | None = Field(None, ge=0, description="Hard cap per user per UTC day.")
     budget_alerts_usd: str | None = Field(None, description="Comma list of alert thresholds.")
+    budget_max_tokens: int = Field(
+        4096, ge=1, description="max_tokens set on a model request that has none, when a budget applies."
+    )
+    budget_reservation_ttl_s: float = Field(
+        60.0, gt=0, description="A budget reservation of a process that died is released after this."
+    )
     alert_webhook_url: str | None = Field(None, description="Receives a JSON POST per threshold crossing.")
     prices_file: Path | None = Field(None, description="Price overrides, JSON or TOML.")
     workspace_dir: Path = Field(Path("./data/workspace"), description="Root of the file tools.")
+    file_max_bytes: int = Field(1_048_576, ge=1, description="Largest file read_file returns or write_file writes.")
+    fetch_allow_hosts: str | None = Field(None, description="Comma list of the only hosts fetch_url may reach.")
+    fetch_deny_hosts: str | None = Field(None, description="Comma list of hosts (and subdomains) fetch_url refuses.")
+    fetch_ports: str = Field("80,443", description="Comma list of ports fetch_url may connect to.")
+    fetch_max_bytes: int = Field(1_048_576, ge=1, description="Response bytes fetch_url keeps; the rest is cut.")
+    fetch_timeout_s: float = Field(10.0, gt=0, description="Deadline of one fetch_url call, redirects included.")
+    sandbox_timeout_s: float = Field(10.0, gt=0, description="Wall-clock deadline of one run_python call.")
+    sandbox_memory_mb: int = Field(512, ge=64, description="Address-space limit of one run_python call.")
     webhook_secret: SecretStr | None = Field(None, description="HMAC key signing completion webhooks.")
     run_retention_days: float = Field(7.0, gt=0, description="Finished runs are pruned after this.")
     recovery_s: float = Field(60.0, gt=0, description="A dead worker's runs are taken over within this.")
+    worker_concurrency: int | None = Field(
+        None, ge=1, description="Background runs one process executes at once; default: max_concurrent_runs."
+    )
+    user_concurrency: int = Field(8, ge=1, description="Background runs of one user executing at once, fleet-wide.")
+    webhook_allow_networks: str | None = Field(
+        None, description="Comma list of networks completion webhooks may reach although private (10.0.0.0/8)."
+    )
+    executor_id: str | None = Field(None, description="This process's name to the durable engine; default host:port.")
+    app_version: str | None = Field(
+        None, description="Version of the agent code for durable runs; default: a hash of the TARGET file."
+    )
     target: str | None = Field(None, description="The agent for agentkeep.serverless handlers.")
     cors_origins: str | None = Field(None, description="Comma list of allowed CORS origins.")
+    schedules: list[Schedule] = Field(
+        default_factory=list, description="Cron runs ([[schedules]] in agentkeep.toml), once per tick per fleet."
+    )
+    otel_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        description="OpenTelemetry collector (OTLP/HTTP); when set, with the otel extra, every run is traced.",
+    )
+    telemetry: bool = Field(True, description="Per-run logs, metrics and stats; off only to measure their cost.")
 
     @field_validator("log_level")
     @classmethod

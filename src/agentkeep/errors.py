@@ -18,7 +18,8 @@ Every error a user can see derives from `AgentkeepError` and carries its `type` 
     │   ├── Draining                   503 draining
     │   ├── Overloaded                 503 overloaded
     │   └── CircuitOpen                503 circuit_open
-    ├── RunFailed                      500; `type` is the run's failure reason
+    ├── RunFailed                      `type` is the run's failure reason; 402/503 per the
+    │                                  contract's table for budget and circuit types, else 500
     └── ConfigError                    a startup problem the CLI prints as one line (exit 2)
 
 A run that fails after it started records one of `RUN_FAILURE_TYPES` as its error type.
@@ -40,8 +41,17 @@ RUN_FAILURE_TYPES = frozenset(
         "cancelled",
         "interrupted",
         "internal_error",
+        "price_unknown",  # a run refused before its first model request: its model has no price
     }
 )
+
+# The HTTP status of a synchronous run that failed this way (the contract's table); otherwise 500.
+RUN_FAILURE_STATUS = {
+    "budget_exceeded": 402,
+    "price_unknown": 402,
+    "circuit_open": 503,
+    "interrupted": 503,  # stopped by a shutdown's drain: another instance can take the retry
+}
 
 
 class AgentkeepError(Exception):
@@ -58,6 +68,11 @@ class AgentkeepError(Exception):
     def envelope(self) -> dict[str, Any]:
         """The contract's error body for this error."""
         return {"error": {"type": self.type, "message": self.message}}
+
+    @property
+    def http_status(self) -> int:
+        """The status of the HTTP response that reports this error."""
+        return self.status
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
@@ -142,6 +157,11 @@ class RunFailed(AgentkeepError):
     def __init__(self, error_type: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message, retry_after=retry_after)
         self.error_type = error_type
+
+    @property
+    def http_status(self) -> int:
+        """402 for a budget refusal, 503 for an open circuit, as the error table says; else 500."""
+        return RUN_FAILURE_STATUS.get(self.error_type, self.status)
 
     def envelope(self) -> dict[str, Any]:
         return {"error": {"type": self.error_type, "message": self.message}}

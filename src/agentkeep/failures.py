@@ -21,6 +21,37 @@ class ToolError(Exception):
         self.tool = tool
         self.cause = cause
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # A durable run checkpoints a tool's failure by pickling it; the cause may not pickle, its name and text do.
+        return (_restore_tool_error, (self.tool, type(self.cause).__name__, str(self.cause)))
+
+
+def _restore_tool_error(tool: str, cause_type: str, cause_text: str) -> ToolError:
+    return ToolError(tool, type(cause_type, (Exception,), {})(cause_text))
+
+
+class ToolInterrupted(Exception):
+    """A tool not declared idempotent was cut mid-call (a crash); it is not run a second time."""
+
+    def __init__(self, message: str) -> None:  # one positional argument, so a checkpoint can unpickle it
+        super().__init__(message)
+
+
+class CancelRequested(BaseException):
+    """Stops a durable run on request (`POST /v1/runs/{id}/cancel`), at a step boundary.
+
+    A BaseException, like `asyncio.CancelledError`, so neither an agent's nor a tool's `except
+    Exception` can swallow it.
+    """
+
+
+class Detached(BaseException):
+    """Stops a durable run without recording any outcome: another execution owns it now.
+
+    Raised when another process took the run over, or when this one stops (a drain out of time)
+    and leaves the run for the next process to resume from its checkpoints.
+    """
+
 
 def classify(exc: BaseException) -> RunFailed:
     """The `RunFailed` that reports `exc` to the caller."""
@@ -29,13 +60,21 @@ def classify(exc: BaseException) -> RunFailed:
     if isinstance(exc, AgentkeepError):
         return RunFailed(exc.type, exc.message, retry_after=exc.retry_after)
     if isinstance(exc, asyncio.CancelledError):
-        return RunFailed("interrupted", "the run was interrupted before it finished")
+        return RunFailed("interrupted", "the run was interrupted before it finished", retry_after=1)
     if isinstance(exc, TimeoutError | pai.RunTimedOut):
         return RunFailed("run_timeout", "the run took longer than its deadline (AGENTKEEP_RUN_TIMEOUT_S)")
+    if isinstance(exc, pai.ModelRequestTimeout):
+        return RunFailed(
+            "run_timeout", "a model request took longer than its deadline (AGENTKEEP_MODEL_REQUEST_TIMEOUT_S)"
+        )
     if isinstance(exc, pai.UsageLimitExceeded):
         return RunFailed("iteration_limit", "the run reached its cap on model requests")
     if isinstance(exc, ToolError):
         return RunFailed("tool_error", str(exc))
+    if isinstance(exc, ToolInterrupted):
+        return RunFailed("tool_interrupted", str(exc))
+    if isinstance(exc, CancelRequested):
+        return RunFailed("cancelled", "the run was cancelled")
     if isinstance(exc, pai.ModelHTTPError):
         return RunFailed("model_error", f"the model provider answered HTTP {exc.status_code}")
     if isinstance(exc, pai.ModelAPIError):

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +95,7 @@ class ToolCall:
     args: Any
     call_id: str
     step: int
+    metadata: dict[str, Any] | None = None  # the tool's own, e.g. {"cost_usd": 0.01} for a priced tool
 
 
 @dataclass
@@ -107,9 +110,39 @@ class RunOutcome:
 ModelProceed = Callable[[], Awaitable[ModelResponse]]
 ToolProceed = Callable[[], Awaitable[Any]]
 
+_IDEMPOTENCY_KEY: ContextVar[str | None] = ContextVar("agentkeep_idempotency_key", default=None)
+
+
+def idempotency_key() -> str | None:
+    """For a tool: a key that stays the same for this tool call across retries, crashes and
+    takeovers of a background run (its run id and step number), so a payment-style API called with
+    it acts once. None outside a background run.
+
+        from agentkeep.hooks import idempotency_key
+        stripe.PaymentIntent.create(amount=500, currency="eur", idempotency_key=idempotency_key())
+    """
+    return _IDEMPOTENCY_KEY.get()
+
+
+@contextmanager
+def idempotency_scope(key: str) -> Iterator[None]:
+    """Make `key` what `idempotency_key()` returns inside the block (the durable steps set it)."""
+    token = _IDEMPOTENCY_KEY.set(key)
+    try:
+        yield
+    finally:
+        _IDEMPOTENCY_KEY.reset(token)
+
 
 class Hook(ABC):  # noqa: B024 — every method has a pass-through default; override what you need
     """Behaviour around a run. Every method is optional."""
+
+    async def admit(self, run: RunState) -> None:
+        """Called before a new run is recorded. Raise an AgentkeepError to refuse it at once, with
+        nothing stored (e.g. every model it could use has an open circuit breaker).
+
+        `run` is provisional: its `run_id` is empty and it is not the state `before_run` gets.
+        """
 
     async def before_run(self, run: RunState) -> None:
         """Called once before the first model request. Raise an AgentkeepError to refuse the run."""
@@ -118,8 +151,24 @@ class Hook(ABC):  # noqa: B024 — every method has a pass-through default; over
         """Called once when the run ends, however it ends."""
 
     async def wrap_model_request(self, run: RunState, call: ModelCall, proceed: ModelProceed) -> ModelResponse:
-        """Around one model request; call `proceed()` once to send it."""
+        """Around one model request, all its attempts included; call `proceed()` once to send it."""
         return await proceed()
+
+    def wrap_model(self, model: Model) -> Model | None:
+        """The model that serves each attempt at a model request, wrapped; None leaves it as it is.
+
+        Called for every attempt; the first hook's wrapper is the outermost. A wrapper that sends
+        nothing (an open circuit breaker) makes the attempt fail without touching the network.
+        """
+        return None
+
+    async def on_model_request_error(self, run: RunState, call: ModelCall, error: Exception) -> None:
+        """One attempt at a model request failed with `error` (`call.attempt` says which).
+
+        Return to let the error go on to the next hook and then the run; raise
+        `pydantic_ai.exceptions.RetryModelRequest` to make another attempt; raise another
+        exception to fail with that instead.
+        """
 
     async def wrap_tool_call(self, run: RunState, call: ToolCall, proceed: ToolProceed) -> Any:
         """Around one tool call; call `proceed()` to execute the tool."""

@@ -29,6 +29,15 @@ def load_agents(target: str) -> AgentMap:
     return _as_agent_map(obj, attr or module.__name__.rsplit(".", 1)[-1], target)
 
 
+def target_source(target: str) -> Path | None:
+    """The file TARGET's module came from (once loaded): its content versions durable runs."""
+    module_ref, _, _ = _split(target)
+    if module_ref.endswith(".py") or "/" in module_ref:
+        return Path(module_ref).resolve()
+    file = getattr(sys.modules.get(module_ref), "__file__", None)
+    return Path(file) if file else None
+
+
 def _split(target: str) -> tuple[str, str, str]:
     target = target.strip()
     if not target:

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic_ai import RunContext
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
-from pydantic_ai.models import ModelRequestContext
+from pydantic_ai.models import Model, ModelRequestContext
 from pydantic_ai.tools import ToolDefinition
 
 from agentkeep.failures import ToolError
@@ -53,6 +53,25 @@ class PipelineCapability(AbstractCapability[Any]):
             proceed = _bind_model(hook, self.run, call, proceed)
         return await proceed()
 
+    def get_wrapper_model(self, model: Model) -> Model | None:
+        wrapped = model
+        for hook in reversed(self.hooks):
+            wrapped = hook.wrap_model(wrapped) or wrapped
+        return None if wrapped is model else wrapped
+
+    async def on_model_request_error(
+        self, ctx: RunContext[Any], *, request_context: ModelRequestContext, error: Exception
+    ) -> ModelResponse:
+        call = ModelCall(
+            model=request_context.model,
+            messages=request_context.messages,
+            context=request_context,
+            attempt=request_context.attempt,
+        )
+        for hook in self.hooks:
+            await hook.on_model_request_error(self.run, call, error)
+        raise error
+
     async def wrap_tool_execute(
         self,
         ctx: RunContext[Any],
@@ -62,7 +81,9 @@ class PipelineCapability(AbstractCapability[Any]):
         args: Any,
         handler: Callable[[Any], Awaitable[Any]],
     ) -> Any:
-        tool_call = ToolCall(name=call.tool_name, args=args, call_id=call.tool_call_id, step=ctx.run_step)
+        tool_call = ToolCall(
+            name=call.tool_name, args=args, call_id=call.tool_call_id, step=ctx.run_step, metadata=tool_def.metadata
+        )
         self.run.usage.tool_calls += 1
         if call.tool_name not in self.run.tools_used:
             self.run.tools_used.append(call.tool_name)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from pydantic_ai import Agent, UsageLimits
 from pydantic_ai.messages import (
     FunctionToolCallEvent,
@@ -32,14 +33,16 @@ from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult, AgentRunResultEvent
 
 from agentkeep.config import Settings
-from agentkeep.errors import Draining, InvalidRequest, NotFound, Overloaded, PayloadTooLarge, RunFailed
-from agentkeep.failures import classify
+from agentkeep.errors import AgentkeepError, Draining, InvalidRequest, NotFound, Overloaded, PayloadTooLarge, RunFailed
+from agentkeep.failures import Detached, classify
 from agentkeep.hooks import Hook, RunOutcome, RunState
 from agentkeep.loader import AgentMap
 from agentkeep.models import resolve_model
 from agentkeep.pipeline import PipelineCapability
 from agentkeep.stores.base import RunRecord, RunStatus, Store
 from agentkeep.transcript import load_chunks
+
+log = structlog.get_logger("agentkeep.runtime")
 
 ANONYMOUS_USER = "anonymous"
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -77,6 +80,9 @@ class PreparedRun:
 
     record: RunRecord
     history: list[ModelMessage]
+    # A synchronous or streamed run takes its slot under the concurrency cap at admission, so a
+    # burst cannot all pass `admit()` before any of them is counted; `execute` takes it over.
+    holds_slot: bool = False
 
 
 def clean_message(message: str, max_chars: int) -> str:
@@ -115,6 +121,8 @@ class Runtime:
         self.draining = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._running: set[asyncio.Task[Any]] = set()  # the tasks executing runs, for `interrupt()`
+        self._interrupted: set[asyncio.Task[Any]] = set()
 
     # --- admission ---
 
@@ -126,6 +134,23 @@ class Runtime:
         if agent not in self.agents:
             raise NotFound(f"no agent named {agent!r}; this server has: {', '.join(self.agents)}")
         self.admit()
+        holds_slot = not request.background
+        if holds_slot:
+            self._enter()
+        try:
+            provisional = RunState("", session_id, request.user_id, agent, request.background)
+            provisional.extras["model"] = self._model_of(agent)
+            for hook in self.hooks:
+                await hook.admit(provisional)
+            return await self._record(request, message, session_id, agent, holds_slot)
+        except BaseException:
+            if holds_slot:
+                self._leave()
+            raise
+
+    async def _record(
+        self, request: RunRequest, message: str, session_id: str, agent: str, holds_slot: bool
+    ) -> PreparedRun:
         record = RunRecord(
             run_id=new_id("run"),
             session_id=session_id,
@@ -141,7 +166,10 @@ class Runtime:
         record.started_at = None if request.background else record.created_at
         lease = self.settings.run_timeout_s + _LEASE_MARGIN_S
         history = load_chunks(await self.store.start_run(record, lease))
-        return PreparedRun(record, history)
+        return PreparedRun(record, history, holds_slot)
+
+    def _model_of(self, agent: str) -> Model | str | None:
+        return self.models[agent] or self.agents[agent].model
 
     def admit(self) -> None:
         """Refuse new work while draining or at the concurrency cap."""
@@ -158,27 +186,49 @@ class Runtime:
         """Prepare and execute a synchronous run; return the RunResult or raise `RunFailed`."""
         return await self.execute(await self.prepare(request))
 
-    async def execute(self, prepared: PreparedRun, emit: EventSink | None = None) -> dict[str, Any]:
-        """Run the agent and persist the outcome. Returns the RunResult; raises `RunFailed`."""
+    async def execute(
+        self,
+        prepared: PreparedRun,
+        emit: EventSink | None = None,
+        *,
+        durable: Sequence[Hook] | None = None,
+        resumed: bool = False,
+    ) -> dict[str, Any]:
+        """Run the agent and persist the outcome. Returns the RunResult; raises `RunFailed`.
+
+        A `durable` run brings its checkpointing hooks (outermost); interrupted here or taken over
+        elsewhere it raises `Detached`, recording nothing, and a later execution resumes it."""
         record = prepared.record
         state = RunState(record.run_id, record.session_id, record.user_id, record.agent, record.background)
-        capability = PipelineCapability(state, self.hooks)
-        self._enter()
+        # The model the run will use, for hooks that judge it before the first request (the budget prices it).
+        state.extras["model"] = self._model_of(record.agent)
+        hooks = [*durable, *self.hooks] if durable is not None else self.hooks
+        capability = PipelineCapability(state, hooks)
+        if not prepared.holds_slot:
+            self._enter()
+        prepared.holds_slot = False
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
         outcome = RunOutcome(status=RunStatus.FAILED.value)
         try:
             if emit is not None:
                 await emit(RunEvent("run.started", {"run_id": record.run_id, "session_id": record.session_id}))
             try:
-                for hook in self.hooks:
-                    await hook.before_run(state)
+                await self._before_run(hooks, state, resumed=resumed)
                 result = await self._run_agent(prepared, capability, emit)
             except BaseException as exc:
+                if durable is not None and (isinstance(exc, Detached) or self._stopped_here(exc, task)):
+                    outcome = RunOutcome(RunStatus.INTERRUPTED.value, "interrupted", exc)
+                    raise Detached() from None
                 failure = classify(exc)
+                if failure.error_type == "internal_error":
+                    log.error("run_internal_error", run_id=record.run_id, exc_info=exc)
                 outcome = RunOutcome(failure_status(failure), failure.error_type, exc)
                 await self._finish_failed(record, state, capability, failure)
                 if emit is not None:
                     await emit(RunEvent("run.failed", failure.envelope()))
-                if isinstance(exc, asyncio.CancelledError):
+                if isinstance(exc, asyncio.CancelledError) and not self._was_interrupted(task):
                     raise
                 raise failure from None
             new_messages = result.new_messages()
@@ -189,7 +239,10 @@ class Runtime:
                 await emit(RunEvent("run.completed", payload))
             return payload
         finally:
-            await self._after_run(state, outcome)
+            await self._after_run(hooks, state, outcome)
+            if task is not None:
+                self._running.discard(task)
+                self._interrupted.discard(task)
             self._leave()
 
     async def _run_agent(
@@ -245,8 +298,17 @@ class Runtime:
         record.cost_usd = state.cost_usd
         record.tools_used = list(state.tools_used)
 
-    async def _after_run(self, state: RunState, outcome: RunOutcome) -> None:
-        for hook in self.hooks:
+    async def _before_run(self, hooks: Sequence[Hook], state: RunState, *, resumed: bool) -> None:
+        for hook in hooks:
+            try:
+                await hook.before_run(state)
+            except AgentkeepError as exc:
+                if not resumed:  # admitted when it started; its next model request still meets every check
+                    raise
+                log.info("run.resumed_despite_refusal", run_id=state.run_id, refusal=exc.type)
+
+    async def _after_run(self, hooks: Sequence[Hook], state: RunState, outcome: RunOutcome) -> None:
+        for hook in hooks:
             await hook.after_run(state, outcome)
 
     @staticmethod
@@ -273,6 +335,27 @@ class Runtime:
         self.active_runs -= 1
         if self.active_runs == 0:
             self._idle.set()
+
+    def interrupt(self) -> int:
+        """Cancel every run executing here (a drain out of time); each is recorded `interrupted`.
+
+        The caller of an interrupted run gets `RunFailed("interrupted")` (HTTP 503), not the
+        cancellation: the task was only cancelled to stop the agent. Returns how many were running.
+        """
+        tasks = list(self._running)
+        for task in tasks:
+            self._interrupted.add(task)
+            task.cancel("agentkeep: drain timeout")
+        return len(tasks)
+
+    def _stopped_here(self, exc: BaseException, task: asyncio.Task[Any] | None) -> bool:
+        return isinstance(exc, asyncio.CancelledError) and self._was_interrupted(task)
+
+    def _was_interrupted(self, task: asyncio.Task[Any] | None) -> bool:
+        if task is None or task not in self._interrupted:
+            return False
+        task.uncancel()
+        return True
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no run is active; False if `timeout` passed first."""

@@ -42,9 +42,14 @@ def model_from_string(name: str) -> Model:
 
 
 def _local(name: str) -> LocalModel:
-    from agentkeep.models.local import local_model
+    from agentkeep.models.local import LocalModelUnavailable, local_model
 
-    return local_model(name)
+    try:
+        model = local_model(name)
+        model.model_file()  # fail at startup, with the install hint, rather than on the first run
+    except (ValueError, LocalModelUnavailable) as exc:
+        raise ConfigError(str(exc)) from None
+    return model
 
 
 def model_label(model: Model | str | None) -> str:

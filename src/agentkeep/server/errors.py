@@ -32,7 +32,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def error_response(exc: AgentkeepError) -> JSONResponse:
-    return JSONResponse(exc.envelope(), status_code=exc.status, headers=exc.headers())
+    return JSONResponse(exc.envelope(), status_code=exc.http_status, headers=exc.headers())
 
 
 async def _agentkeep_error(_: Request, exc: AgentkeepError) -> JSONResponse:
@@ -43,6 +43,8 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return JSONResponse(envelope("invalid_request", "request body is not valid JSON"), status_code=400)
+    if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return JSONResponse(envelope("invalid_request", "request body is empty: send a JSON object"), status_code=400)
     first = errors[0] if errors else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
     message = f"{where}: {first.get('msg', 'invalid value')}"

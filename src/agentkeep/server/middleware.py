@@ -29,24 +29,32 @@ class BodyLimit:
             await self._reject(send)
             return
         seen = 0
+        exceeded = False
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise _BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
+            # The framework may catch the overflow and answer 400 itself; the answer is 413 regardless.
             nonlocal started
+            if exceeded:
+                if not started:
+                    started = True
+                    await self._reject(send)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _BodyTooLarge:
             if not started:
                 await self._reject(send)
@@ -91,3 +99,21 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+class JSONBodies:
+    """Read every `/v1` request body as JSON, whatever Content-Type the client declared.
+
+    `curl -d '{...}'` sends `application/x-www-form-urlencoded`; treating that as JSON gives the
+    caller the answer they meant (or a clear 400 for malformed JSON) instead of a puzzling 422.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/") and scope["method"] in {"POST", "PUT", "PATCH"}:
+            headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+            headers.append((b"content-type", b"application/json"))
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response, Security
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from agentkeep import __version__
@@ -23,20 +23,22 @@ from agentkeep.api_models import (
     RunOut,
     RunResultOut,
     SessionOut,
+    run_view,
 )
-from agentkeep.errors import NotFound, RunFailed
-from agentkeep.runtime import ANONYMOUS_USER, PreparedRun, RunEvent, RunRequest, check_session_id
+from agentkeep.errors import InvalidRequest, NotFound, RunFailed
+from agentkeep.runtime import PreparedRun, RunEvent, RunRequest, check_session_id
+from agentkeep.server.auth import authenticate, bearer_scheme
 from agentkeep.server.state import AppState, app_state
-from agentkeep.stores.base import RunRecord
 from agentkeep.transcript import load_chunks, simple_messages
 
 router = APIRouter()
+probes = APIRouter()  # /health and /ready: served by `agentkeep worker` too
 State = Annotated[AppState, Depends(app_state)]
 
 
-async def current_user() -> str:
-    """The caller's user id. With auth off every caller is the same anonymous user."""
-    return ANONYMOUS_USER
+async def current_user(request: Request, _key: Annotated[object, Security(bearer_scheme)]) -> str:
+    """The caller's user id: its API key's user (else 401), or the anonymous user with auth off."""
+    return await authenticate(request)
 
 
 User = Annotated[str, Depends(current_user)]
@@ -58,10 +60,14 @@ async def create_run(body: RunCreate, state: State, user: User) -> Any:
         background=body.background,
         webhook_url=body.webhook_url,
     )
+    if body.webhook_url is not None:
+        if not body.background:
+            raise InvalidRequest("webhook_url needs background: true; a synchronous run answers its caller directly")
+        state.background().webhooks.check(body.webhook_url)
     runtime = state.rt
     prepared = await runtime.prepare(request)
     if body.background:
-        state.spawn(_quiet(runtime.execute(prepared)))
+        await state.background().submit(prepared)
         accepted = {
             "run_id": prepared.record.run_id,
             "session_id": prepared.record.session_id,
@@ -70,7 +76,7 @@ async def create_run(body: RunCreate, state: State, user: User) -> Any:
         return JSONResponse(accepted, status_code=202, headers={"Location": f"/v1/runs/{prepared.record.run_id}"})
     if body.stream:
         return StreamingResponse(
-            _event_stream(state, prepared),
+            _event_stream(_start_streamed_run(state, prepared)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -83,15 +89,20 @@ async def _quiet(work: Any) -> None:
         await work
 
 
-async def _event_stream(state: AppState, prepared: PreparedRun) -> AsyncIterator[bytes]:
+def _start_streamed_run(state: AppState, prepared: PreparedRun) -> asyncio.Queue[RunEvent | None]:
+    """Start the run now, as its own task: a client that disconnects, even before the body starts,
+    neither cuts the run in half nor leaves it prepared and never executed."""
     queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
 
     async def emit(event: RunEvent) -> None:
         queue.put_nowait(event)
 
-    # The run is its own task: a client that disconnects does not cut a run in half.
     task = state.spawn(_quiet(state.rt.execute(prepared, emit)))
     task.add_done_callback(lambda _: queue.put_nowait(None))
+    return queue
+
+
+async def _event_stream(queue: asyncio.Queue[RunEvent | None]) -> AsyncIterator[bytes]:
     while (event := await queue.get()) is not None:
         yield f"event: {event.name}\ndata: {json.dumps(event.data, default=str)}\n\n".encode()
 
@@ -104,26 +115,19 @@ async def get_run(run_id: str, state: State, user: User) -> Any:
     return run_view(record)
 
 
-def run_view(record: RunRecord) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "run_id": record.run_id,
-        "session_id": record.session_id,
-        "agent": record.agent,
-        "status": record.status.value,
-        "usage": record.usage.as_dict(),
-        "cost_usd": record.cost_usd,
-        "tools_used": record.tools_used,
-        "metadata": record.metadata,
-        "created_at": _iso(record.created_at),
-        "started_at": _iso(record.started_at),
-        "finished_at": _iso(record.finished_at),
-        "duration_ms": record.duration_ms,
-    }
-    if record.output is not None:
-        view["output"] = record.output
-    if record.error_type is not None:
-        view["error"] = {"type": record.error_type, "message": record.error_message or ""}
-    return view
+@router.post(
+    "/v1/runs/{run_id}/cancel", response_model=RunOut, responses=ERROR_RESPONSES, summary="Cancel a background run"
+)
+async def cancel_run(run_id: str, state: State, user: User) -> Any:
+    """Stops the run at its next step boundary; answers with the run as it is after the cancel.
+
+    A finished run, or a synchronous one (its caller holds it), is returned as it is."""
+    record = await state.rt.store.get_run(user, run_id)
+    if record is None:
+        raise NotFound(f"no run {run_id!r}")
+    if record.background:
+        record = await state.background().cancel(record)
+    return run_view(record)
 
 
 @router.get(
@@ -154,7 +158,7 @@ async def delete_session(session_id: str, state: State, user: User) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}}, summary="Liveness and checks")
+@probes.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}}, summary="Liveness and checks")
 async def health(state: State) -> JSONResponse:
     runtime = state.runtime
     checks: dict[str, Any] = {}
@@ -186,7 +190,7 @@ async def health(state: State) -> JSONResponse:
     return JSONResponse(body, status_code=200 if status == "healthy" else 503)
 
 
-@router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, summary="Readiness")
+@probes.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, summary="Readiness")
 async def ready(state: State) -> JSONResponse:
     runtime = state.runtime
     if runtime is not None and runtime.draining:

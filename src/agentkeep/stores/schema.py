@@ -12,6 +12,9 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from agentkeep.budget import tables as budget_tables
+from agentkeep.stores import keys as key_tables
+
 metadata = sa.MetaData()
 
 schema_version = sa.Table(
@@ -72,6 +75,18 @@ runs = sa.Table(
     sa.Index("ix_agentkeep_runs_status", "status"),
 )
 
+# Processes that execute background runs, for the takeover of a dead one's runs (agentkeep.durable).
+workers = sa.Table(
+    "agentkeep_workers",
+    metadata,
+    sa.Column("executor_id", sa.String(128), primary_key=True),
+    sa.Column("app_version", sa.String(128), nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    # The live worker that took this one's runs over, and when: a claim is a lease that expires.
+    sa.Column("claimed_by", sa.String(128), nullable=True),
+    sa.Column("claimed_at", sa.Float, nullable=True),
+)
+
 Migration = Callable[[Connection], None]
 
 
@@ -80,7 +95,11 @@ def _initial(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: Sequence[Migration] = (_initial,)
+def _workers(conn: Connection) -> None:
+    workers.create(conn, checkfirst=True)
+
+
+MIGRATIONS: Sequence[Migration] = (_initial, budget_tables.create_tables, key_tables.create_tables, _workers)
 """Migration N is MIGRATIONS[N - 1]."""
 
 

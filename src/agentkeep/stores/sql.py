@@ -7,7 +7,11 @@ conditional updates. The same statements serve both.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from agentkeep.errors import ConfigError, SessionBusy
 from agentkeep.stores import schema
+from agentkeep.stores.backup import BackupError, DatabaseLock
 from agentkeep.stores.base import RunRecord, RunStatus, SessionRecord, Store, Usage
 
 _PG_MIGRATION_LOCK = 0x6167_6B70  # any constant shared by every agentkeep process
@@ -61,6 +66,8 @@ class SQLStore(Store):
         self.dialect = self.url.get_backend_name()
         self._pool_size = pool_size
         self._engine: AsyncEngine | None = None
+        self._write_turn = asyncio.Lock()
+        self._lock: DatabaseLock | None = None  # SQLite: tells `agentkeep restore` the file is in use
 
     @property
     def engine(self) -> AsyncEngine:
@@ -68,15 +75,25 @@ class SQLStore(Store):
             raise RuntimeError("store is not open")
         return self._engine
 
-    def writer(self) -> Any:
-        """A context manager for one write transaction (`BEGIN IMMEDIATE` on SQLite)."""
-        return self.engine.execution_options(write=True).begin()
+    @contextlib.asynccontextmanager
+    async def writer(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction (`BEGIN IMMEDIATE` on SQLite).
+
+        On SQLite this process's writers take turns on an asyncio lock first: SQLite admits one
+        writer per file anyway, and a writer waiting in its busy handler sleeps in coarse steps,
+        which under concurrency costs far more than queueing here.
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            if self.dialect == "sqlite":
+                await stack.enter_async_context(self._write_turn)
+            yield await stack.enter_async_context(self.engine.execution_options(write=True).begin())
 
     async def open(self) -> None:
         if self.dialect == "sqlite":
             database = self.url.database or ""
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
+                self._hold_database_lock(Path(database))
             self._engine = create_async_engine(self.url, pool_size=self._pool_size, max_overflow=0)
             _configure_sqlite(self._engine)
         else:
@@ -95,12 +112,27 @@ class SQLStore(Store):
                 await conn.run_sync(migration)
                 await conn.execute(schema.schema_version.insert().values(version=number, applied_at=time.time()))
 
+    def _hold_database_lock(self, database: Path) -> None:
+        lock = DatabaseLock(database)
+        if not lock.acquire(exclusive=False):
+            raise BackupError(f"{database} is being restored (agentkeep restore); start again when it has finished")
+        self._lock = lock
+
     async def close(self) -> None:
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     async def ping(self) -> None:
+        database = self.url.database or ""
+        if self.dialect == "sqlite" and database and database != ":memory:":
+            # A pooled connection keeps reading a file that was since deleted, replaced or corrupted;
+            # a fresh open sees the file as a restarted process would, and needs no pool slot under load.
+            await asyncio.to_thread(_probe_sqlite_file, Path(database))
+            return
         async with self.engine.connect() as conn:
             await conn.execute(sa.select(sa.func.count()).select_from(schema.schema_version))
 
@@ -242,6 +274,15 @@ class SQLStore(Store):
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(r).where(r.c.run_id == run_id, r.c.user_id == user_id))).first()
         return None if row is None else _run_from_row(row._mapping)
+
+
+def _probe_sqlite_file(path: Path) -> None:
+    """Open the database file anew (never creating it) and read from it; raise if that fails."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=1)
+    try:
+        conn.execute(f"SELECT count(*) FROM {schema.schema_version.name}").fetchone()  # noqa: S608 — a constant
+    finally:
+        conn.close()
 
 
 def _run_row(run: RunRecord) -> dict[str, Any]:

@@ -1,0 +1,334 @@
+"""`DurableEngine`: background runs as DBOS workflows, one per run, queued per user.
+
+    POST /v1/runs {background}  → Runtime.prepare() records the run (queued) and claims its session
+                                → submit(): enqueue workflow `agentkeep.run`(run_id, user_id) under
+                                  workflow id = run id, partition key = user id
+    a process that dequeues     → execute(): mark it running (a step), claim the session again, run
+                                  the agent through the runtime with `DurableSteps` outermost
+    kill -9, restart            → DBOS.launch() resumes this executor's unfinished runs; each
+                                  finished step returns its checkpoint instead of running again
+    POST /v1/runs/{id}/cancel   → cancel(): the run stops at its next step boundary
+
+The queue limits how many runs one process executes (AGENTKEEP_WORKER_CONCURRENCY) and how many
+of one user's runs execute at once across the fleet (AGENTKEEP_USER_CONCURRENCY), so one user
+cannot starve the rest. DBOS is imported in `start()` only: a process that serves only
+synchronous runs never loads it. DBOS is a process singleton, so there is one engine per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from pydantic_ai import Agent
+
+from agentkeep.api_models import RunOut, run_view
+from agentkeep.config import Settings
+from agentkeep.durable.runs import RunBook
+from agentkeep.durable.schedules import Scheduler
+from agentkeep.durable.setup import Identity, dbos_config, route_dbos_logs, system_database_url
+from agentkeep.durable.takeover import Takeover
+from agentkeep.durable.tasks import TaskRunner, new_task_run
+from agentkeep.durable.upkeep import Upkeep
+from agentkeep.durable.webhooks import RETRY, WebhookFailed, WebhookSender
+from agentkeep.errors import ConfigError, RunFailed
+from agentkeep.runtime import PreparedRun, Runtime
+from agentkeep.stores.base import RunRecord, RunStatus
+from agentkeep.stores.sql import SQLStore
+from agentkeep.transcript import load_chunks
+from agentkeep.worker import WorkerLoop
+
+if TYPE_CHECKING:
+    from agentkeep.durable.steps import DurableSteps
+
+__all__ = ["QUEUE", "DurableEngine"]
+
+log = structlog.get_logger("agentkeep.durable")
+
+QUEUE = "agentkeep_runs"
+_LEASE_MARGIN_S = 30.0
+_SESSION_POLL_S = 0.5
+_CANCEL_WAIT_S = 3.0
+_QUEUE_POLL_S = 0.2
+_UPKEEP_DRAIN_S = 5.0
+
+
+class DurableEngine:
+    """The process's durable engine; `dequeue=False` (`serve --no-worker`) only enqueues and cancels."""
+
+    def __init__(self, settings: Settings, runtime: Runtime, me: Identity, *, dequeue: bool = True) -> None:
+        if not isinstance(runtime.store, SQLStore):
+            raise TypeError("the durable engine needs the SQL store")
+        self.settings = settings
+        self.runtime = runtime
+        self.me = me
+        self.dequeue = dequeue
+        self.runs = RunBook(runtime.store)
+        self.webhooks = WebhookSender(settings)
+        self.tasks = TaskRunner(self)
+        self.scheduler = Scheduler(self, settings.schedules)
+        self.takeover = Takeover(runtime.store, me, settings.recovery_s)
+        self.upkeep = Upkeep(self.takeover, self.runs, settings.run_retention_days)
+        self.loop = WorkerLoop(self.upkeep.step, idle_s=self.takeover.interval_s, backoff_cap_s=settings.recovery_s / 2)
+        self.started = False
+        self._steps: DurableSteps | None = None
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    def available() -> bool:
+        """Whether DBOS is installed (the `durable` extra)."""
+        return importlib.util.find_spec("dbos") is not None
+
+    def needed_now(self) -> bool:
+        """Whether a `serve` process starts the engine at once rather than at its first background run.
+
+        At once on PostgreSQL (a fleet: other workers' runs may need taking over), with schedules,
+        or once this SQLite database has had background work (there may be runs to resume); else a
+        process that only ever serves synchronous runs never loads DBOS.
+        """
+        url = system_database_url(self.settings.database_url.get_secret_value())
+        if not url.startswith("sqlite:///") or self.settings.schedules:
+            return True
+        return Path(url.removeprefix("sqlite:///")).exists()
+
+    # --- life cycle ---
+
+    async def start(self) -> None:
+        """Import and launch DBOS on this event loop (workflows run on the loop that launched it)."""
+        async with self._lock:
+            if self.started:
+                return
+            if not self.available():
+                raise ConfigError("background runs need the durable extra: pip install 'agentkeep[durable]'")
+            t0 = time.perf_counter()
+            # The import is the slow part (~0.3 s): off the loop, so requests keep being served.
+            workflows = await asyncio.to_thread(importlib.import_module, "agentkeep.durable.workflows")
+            from dbos import DBOS
+
+            from agentkeep.durable.steps import DurableSteps
+
+            self._steps = DurableSteps()
+            workflows.bind(self)
+            route_dbos_logs()
+            config = dbos_config(self.settings, self.me)
+            # Schema changes (and their locks) off the loop; launch() then only reads and registers.
+            await asyncio.to_thread(DBOS.migrate, config["system_database_url"])
+            DBOS(config=config)  # type: ignore[arg-type]  # a DBOSConfig
+            if not self.dequeue:
+                DBOS.listen_queues([])
+            DBOS.launch()  # on this loop, which then runs the workflows; resumes this executor's runs
+            concurrency = self.settings.worker_concurrency or self.settings.max_concurrent_runs
+            await DBOS.register_queue_async(
+                QUEUE,
+                worker_concurrency=concurrency,
+                partition_concurrency=self.settings.user_concurrency,
+                polling_interval_sec=_QUEUE_POLL_S,
+            )
+            if self.dequeue:
+                await self.scheduler.apply()
+                await self._warn_stale()
+            self.started = True
+            if self.dequeue:
+                self.loop.start()
+            log.info(
+                "durable.started",
+                executor_id=self.me.executor_id,
+                version=self.me.version,
+                dequeue=self.dequeue,
+                start_ms=round((time.perf_counter() - t0) * 1000, 1),
+            )
+
+    async def _warn_stale(self) -> None:
+        from agentkeep.durable.upgrade import stale
+
+        left = await stale(self.me.version)
+        if left:
+            log.warning(
+                "durable.runs_of_other_versions",
+                runs=len(left),
+                hint="resume them on this version with `agentkeep runs resume TARGET`, or cancel them",
+            )
+
+    def begin_drain(self) -> None:
+        """Dequeue nothing more: a draining process only finishes what it holds."""
+        self.loop.begin_drain()
+        if self.started:
+            from dbos._dbos import _get_dbos_instance
+
+            for stop in _get_dbos_instance().background_thread_stop_events:
+                stop.set()
+
+    async def stop(self) -> None:
+        """Shut DBOS down. Runs still executing stay unfinished in DBOS: the next process resumes them."""
+        if not self.started:
+            return
+        from dbos import DBOS
+
+        self.started = False
+        await self.loop.drain(_UPKEEP_DRAIN_S)
+        if self.dequeue:
+            try:
+                await self.takeover.retire()
+            except Exception as exc:  # the database may be what is failing; the heartbeat lapses anyway
+                log.warning("durable.retire_failed", exc_info=exc)
+        await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=0)
+
+    # --- the API's side ---
+
+    async def submit(self, prepared: PreparedRun) -> None:
+        """Queue a prepared background run; on failure record it failed and free its session."""
+        await self.enqueue(prepared.record, "run_workflow")
+
+    async def submit_task(
+        self, name: str, task_input: dict[str, Any], user_id: str, webhook_url: str | None
+    ) -> RunRecord:
+        """Record and queue a run of task `name`; `NotFound` for an unknown task."""
+        record = new_task_run(name, task_input, user_id, webhook_url)
+        self.runtime.admit()
+        await self.runtime.store.create_run(record)
+        await self.enqueue(record, "task_workflow")
+        return record
+
+    async def enqueue(self, record: RunRecord, workflow: str) -> None:
+        """Queue `record`'s run as `workflow` (a name in `workflows`); on failure record it failed."""
+        try:
+            await self.start()
+            from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
+
+            from agentkeep.durable import workflows
+
+            with SetWorkflowID(record.run_id), SetEnqueueOptions(queue_partition_key=record.user_id):
+                await DBOS.enqueue_workflow_async(QUEUE, getattr(workflows, workflow), record.run_id, record.user_id)
+        except Exception as exc:
+            log.error("durable.enqueue_failed", run_id=record.run_id, exc_info=exc)
+            record.status, record.finished_at = RunStatus.FAILED, time.time()
+            record.error_type, record.error_message = "internal_error", "the run could not be queued"
+            await self.runtime.store.finish_run(record, append_to_session=None)
+            raise RunFailed("internal_error", "the run could not be queued; retry shortly") from None
+
+    async def cancel(self, record: RunRecord) -> RunRecord:
+        """Cancel a run; return its record after the cancel.
+
+        A queued run is cancelled at once. A running one stops at its next step boundary (a model
+        request in flight is abandoned); when it has not recorded that within a few seconds (a slow
+        tool, or its process is gone), the record is closed here and the run, if still alive,
+        records the same when its step ends.
+        """
+        if record.status.finished:
+            return record
+        await self.start()
+        from dbos import DBOS
+
+        await DBOS.cancel_workflow_async(record.run_id)
+        for fork in await DBOS.list_workflows_async(  # the run resumed on a newer version (upgrade.py)
+            workflow_id_prefix=f"{record.run_id}~", status=["PENDING", "ENQUEUED"], load_input=False, load_output=False
+        ):
+            await DBOS.cancel_workflow_async(fork.workflow_id)
+        if not await self.runs.cancel(record, only_queued=True) and not await self._stopped(record):
+            await self.runs.cancel(record, only_queued=False)
+        # The run's own workflow cannot start the webhook any more: DBOS refuses work to a cancelled one.
+        await self.notify(record.run_id, record.user_id)
+        return await self.runtime.store.get_run(record.user_id, record.run_id) or record
+
+    async def _stopped(self, record: RunRecord) -> bool:
+        """Whether the run records its end within a few seconds."""
+        deadline = time.monotonic() + _CANCEL_WAIT_S
+        while time.monotonic() < deadline:
+            fresh = await self.runtime.store.get_run(record.user_id, record.run_id)
+            if fresh is None or fresh.status.finished:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    # --- the worker's side: the body of workflow `agentkeep.run` ---
+
+    async def execute(self, run_id: str, user_id: str) -> str:
+        """Execute (or resume) a run; return its final status. Raises `Detached` to leave it unfinished."""
+        from dbos import DBOS
+
+        record = await self.runtime.store.get_run(user_id, run_id)
+        if record is None or record.status.finished:  # pruned, or cancelled while queued
+            return record.status.value if record else "missing"
+        started_now = False
+
+        async def run_started() -> float | None:
+            nonlocal started_now
+            started_now = True
+            return await self.runs.start(record)
+
+        started_at = await DBOS.run_step_async({"name": "run_started"}, run_started)
+        if started_at is None:  # cancelled between the dequeue and here
+            return RunStatus.CANCELLED.value
+        record.status, record.started_at = RunStatus.RUNNING, started_at
+        history = await self._claim_session(record)
+        if history is None:
+            return record.status.value
+        assert self._steps is not None
+        try:
+            # Steps are numbered in the order they start: tool calls in parallel could swap numbers.
+            with Agent.parallel_tool_call_execution_mode("sequential"):
+                await self.runtime.execute(
+                    PreparedRun(record, load_chunks(history)), durable=[self._steps], resumed=not started_now
+                )
+        except RunFailed:
+            pass  # recorded by the runtime
+        return record.status.value
+
+    async def _claim_session(self, record: RunRecord) -> list[bytes] | None:
+        """Take the run's session, waiting while a run that started meanwhile still holds it."""
+        lease = self.settings.run_timeout_s + _LEASE_MARGIN_S
+        deadline = time.monotonic() + self.settings.run_timeout_s
+        while (history := await self.runs.claim(record, lease)) is None:
+            if time.monotonic() > deadline:
+                record.status, record.finished_at = RunStatus.FAILED, time.time()
+                record.error_type = "run_timeout"
+                record.error_message = "the run's session stayed busy with another run past the run's deadline"
+                await self.runtime.store.finish_run(record, append_to_session=None)
+                return None
+            await asyncio.sleep(_SESSION_POLL_S)
+        return history
+
+    # --- completion webhooks ---
+
+    async def notify(self, run_id: str, user_id: str) -> None:
+        """Start the delivery of a finished run's webhook, once per run whoever asks (the id says so)."""
+        record = await self.runtime.store.get_run(user_id, run_id)
+        if record is None or record.webhook_url is None or not record.status.finished:
+            return
+        from dbos import DBOS, SetWorkflowID
+
+        from agentkeep.durable.workflows import webhook_workflow
+
+        with SetWorkflowID(f"{run_id}-webhook"):
+            await DBOS.start_workflow_async(webhook_workflow, run_id, user_id)
+
+    async def deliver_webhook(self, run_id: str, user_id: str) -> int:
+        """The body of workflow `agentkeep.webhook`: one retried step; the receiver's status, or 0."""
+        from dbos import DBOS
+
+        record = await self.runtime.store.get_run(user_id, run_id)
+        if record is None or record.webhook_url is None:
+            return 0
+        options: Any = {"name": "deliver", "retries_allowed": True, "should_retry": _retryable, **RETRY}
+        # Exactly what GET /v1/runs/{id} answers, through the same response model.
+        url, body = record.webhook_url, RunOut.model_validate(run_view(record)).model_dump(mode="json")
+        try:
+            status: int = await DBOS.run_step_async(options, self.webhooks.deliver, url, body)
+        except Exception as exc:
+            log.warning("webhook.undelivered", run_id=run_id, reason=str(exc.__cause__ or exc))
+            return 0
+        log.info("webhook.delivered", run_id=run_id, status=status)
+        return status
+
+    def status(self) -> dict[str, Any]:
+        """For /health: whether the engine runs here and who it is."""
+        return {"started": self.started, "dequeue": self.dequeue, "executor_id": self.me.executor_id}
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, WebhookFailed)

@@ -1,0 +1,117 @@
+"""`DurableSteps`: each model request and each tool call of a background run is a DBOS step.
+
+The hook goes first in the run's hook list (outermost). A step that finished before a crash is
+not executed again when the run resumes: its checkpointed result is returned instead, and nothing
+inside the hook runs for it, so metrics, the budget ledger and the breakers see each real request
+exactly once. What the inner layers counted for a replayed model request (tokens, requests) is
+re-applied to the run's state from the checkpoint; the cost comes back from the budget ledger.
+
+A tool call is two steps: a `tool_started` marker, then the call. When a run resumes and finds
+the marker checkpointed but not the call, the tool was cut mid-call: a tool declared idempotent
+(`metadata={"idempotent": True}`) runs again with the same idempotency key; any other tool fails
+the run with `tool_interrupted` instead of acting twice.
+
+DBOS reports a cancel or a lost ownership as its own BaseExceptions; they become
+`CancelRequested` (recorded `cancelled`) and `Detached` (recorded by whoever owns the run now).
+This module imports dbos: only `DurableEngine.start()` imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from dbos import DBOS, StepOptions
+from dbos._error import DBOSWorkflowCancelledError, DBOSWorkflowConflictIDError
+from pydantic_ai.messages import ModelResponse
+
+from agentkeep.failures import CancelRequested, Detached, ToolInterrupted
+from agentkeep.hooks import Hook, ModelCall, ModelProceed, RunState, ToolCall, ToolProceed, idempotency_scope
+
+__all__ = ["DurableSteps", "workflow_status"]
+
+T = TypeVar("T")
+
+# The counts a model request adds to the run inside this hook (the pipeline's innermost layer).
+_MODEL_COUNTS = ("requests", "input_tokens", "output_tokens")
+
+
+class DurableSteps(Hook):
+    """Checkpoints model requests and tool calls while running inside a DBOS workflow."""
+
+    async def wrap_model_request(self, run: RunState, call: ModelCall, proceed: ModelProceed) -> ModelResponse:
+        if DBOS.workflow_id is None:
+            return await proceed()
+        executed = False
+
+        async def model_request() -> tuple[ModelResponse, dict[str, int]]:
+            nonlocal executed
+            executed = True
+            before = run.usage.as_dict()
+            response = await proceed()
+            after = run.usage.as_dict()
+            return response, {name: after[name] - before[name] for name in _MODEL_COUNTS}
+
+        # Preemptible: a cancel stops a slow request at once rather than after it answers.
+        response, counted = await _step({"name": "model_request", "preemptible": True}, model_request)
+        if not executed:  # replayed from the checkpoint: nothing inside ran, so count it here
+            for name, value in counted.items():
+                setattr(run.usage, name, getattr(run.usage, name) + value)
+        return response
+
+    async def wrap_tool_call(self, run: RunState, call: ToolCall, proceed: ToolProceed) -> Any:
+        if DBOS.workflow_id is None:
+            return await proceed()
+        marked_now = False
+
+        async def tool_started() -> str:
+            nonlocal marked_now
+            marked_now = True
+            return call.call_id
+
+        await _step({"name": f"tool_started:{call.name}"}, tool_started)
+        idempotent = bool((call.metadata or {}).get("idempotent"))
+
+        async def tool_call() -> Any:
+            if not marked_now and not idempotent:
+                # The marker is an earlier execution's and the call never finished: a crash cut it.
+                raise ToolInterrupted(
+                    f"tool {call.name!r} was interrupted mid-call and is not declared idempotent, "
+                    "so it was not run again"
+                )
+            step = DBOS.step_status.step_id if DBOS.step_status is not None else 0
+            # Stable across replays, takeovers and resumes: the run id, and the step's number in order.
+            with idempotency_scope(f"{(DBOS.workflow_id or '').split('~', 1)[0]}:{step}"):
+                return await proceed()
+
+        return await _step({"name": f"tool:{call.name}"}, tool_call)
+
+
+async def _step(options: StepOptions, body: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run `body` as a checkpointed step, mapping DBOS's stop signals to agentkeep's."""
+    try:
+        result: T = await DBOS.run_step_async(options, body)
+    except DBOSWorkflowCancelledError:
+        raise CancelRequested() from None
+    except DBOSWorkflowConflictIDError:
+        # A step that finished after a cancel cannot record its output either: tell the two apart.
+        if await workflow_status(DBOS.workflow_id or "") == "CANCELLED":
+            raise CancelRequested() from None
+        raise Detached() from None
+    return result
+
+
+async def workflow_status(workflow_id: str) -> str | None:
+    """DBOS's status of a workflow (PENDING, CANCELLED, ...), read outside any step."""
+    return await asyncio.to_thread(_status, workflow_id)
+
+
+def _status(workflow_id: str) -> str | None:
+    # Read directly: `DBOS.get_workflow_status` inside a workflow is itself a step, which a
+    # workflow this execution no longer owns cannot record.
+    from dbos._dbos import _get_dbos_instance
+    from dbos._workflow_commands import get_workflow
+
+    status = get_workflow(_get_dbos_instance()._sys_db, workflow_id, load_input=False, load_output=False)
+    return None if status is None else str(status.status)

@@ -1,0 +1,107 @@
+"""Takeover: a dead worker's runs are resumed by a live one within AGENTKEEP_RECOVERY_S.
+
+DBOS resumes an executor's unfinished runs when that executor restarts (same executor id); without
+DBOS's paid Conductor nobody resumes them when it never comes back. So every process that executes
+background runs, every RECOVERY_S/6:
+
+    1. upserts its heartbeat in `agentkeep_workers` (and drops any claim on itself: it is back)
+    2. looks for executors of its own version whose heartbeat is older than RECOVERY_S/2
+    3. claims each with one conditional UPDATE, a lease: of two live workers only one wins, and a
+       claim older than RECOVERY_S expires, so a claimer that dies is itself replaced
+    4. asks DBOS to recover the claimed executor's unfinished runs: they go back on the queue, where
+       any worker takes them; each finished step is replayed, not executed again
+
+A run is re-queued only while still owned by the dead executor, and a dequeue is an atomic claim,
+so a second recovery of the same executor finds nothing. Worst case: RECOVERY_S/2 (stale) +
+RECOVERY_S/6 (next pass) + a queue poll, within RECOVERY_S.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import sqlalchemy as sa
+import structlog
+
+from agentkeep.durable.setup import Identity
+from agentkeep.stores.schema import workers
+from agentkeep.stores.sql import SQLStore
+
+__all__ = ["Takeover"]
+
+log = structlog.get_logger("agentkeep.durable")
+
+
+class Takeover:
+    """Heartbeats for this executor, and the claim of dead executors' runs."""
+
+    def __init__(self, store: SQLStore, me: Identity, recovery_s: float) -> None:
+        self.store = store
+        self.me = me
+        self.recovery_s = recovery_s
+
+    @property
+    def interval_s(self) -> float:
+        """Time between two passes."""
+        return self.recovery_s / 6
+
+    async def run_once(self) -> list[str]:
+        """One pass: heartbeat, then claim and recover stale executors; returns the runs taken over."""
+        await self.beat()
+        recovered: list[str] = []
+        for dead in await self.claim_stale():
+            from dbos import DBOS
+
+            handles = await asyncio.to_thread(DBOS._recover_pending_workflows, [dead])
+            ids = [handle.workflow_id for handle in handles]
+            log.warning("durable.takeover", dead_executor=dead, runs=ids)
+            recovered += ids
+        return recovered
+
+    async def beat(self) -> None:
+        now = time.time()
+        values = {"app_version": self.me.version, "heartbeat_at": now, "claimed_by": None, "claimed_at": None}
+        async with self.store.writer() as conn:
+            updated = await conn.execute(
+                workers.update().where(workers.c.executor_id == self.me.executor_id).values(**values)
+            )
+            if updated.rowcount == 0:
+                await conn.execute(workers.insert().values(executor_id=self.me.executor_id, **values))
+
+    async def claim_stale(self) -> list[str]:
+        """The executors whose runs this one now owns the duty to recover."""
+        now = time.time()
+        stale, expired = now - self.recovery_s / 2, now - self.recovery_s
+        w = workers.c
+        async with self.store.engine.connect() as conn:
+            candidates = list(
+                (
+                    await conn.execute(
+                        sa.select(w.executor_id).where(
+                            w.executor_id != self.me.executor_id,
+                            w.app_version == self.me.version,
+                            w.heartbeat_at < stale,
+                        )
+                    )
+                ).scalars()
+            )
+        claimed: list[str] = []
+        for dead in candidates:
+            async with self.store.writer() as conn:
+                won = await conn.execute(
+                    workers.update()
+                    .where(w.executor_id == dead, w.heartbeat_at < stale)
+                    .where(sa.or_(w.claimed_by.is_(None), w.claimed_at < expired))
+                    .values(claimed_by=self.me.executor_id, claimed_at=now)
+                )
+            if won.rowcount == 1:
+                claimed.append(dead)
+        return claimed
+
+    async def retire(self) -> None:
+        """At shutdown: look dead at once, so any run left unfinished here is taken over at the next pass."""
+        async with self.store.writer() as conn:
+            await conn.execute(
+                workers.update().where(workers.c.executor_id == self.me.executor_id).values(heartbeat_at=0.0)
+            )

@@ -35,8 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
 
     worker = commands.add_parser("worker", help="execute background runs; serve /health, /ready, /metrics")
-    _target_and_address(worker)
-    worker.set_defaults(port=8001, no_worker=False, ssl_certfile=None, ssl_keyfile=None)
+    _target_and_address(worker, port=8001)
+    worker.set_defaults(no_worker=False, ssl_certfile=None, ssl_keyfile=None)
 
     init = commands.add_parser("init", help="write deployment files (Docker, Compose, systemd, Kubernetes, Lambda)")
     init.add_argument("directory", nargs="?", default=".", metavar="DIR", help="the agent project (default .)")
@@ -74,10 +74,10 @@ def _security_commands(commands: Any) -> None:
     restore.add_argument("path", metavar="PATH", help="a file written by `agentkeep backup`")
 
 
-def _target_and_address(command: argparse.ArgumentParser) -> None:
+def _target_and_address(command: argparse.ArgumentParser, port: int = 8000) -> None:
     command.add_argument("target", metavar="TARGET", help="module:attr or path/to/file.py[:attr]")
     command.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    command.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    command.add_argument("--port", type=int, default=port, help=f"port to bind (default {port})")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

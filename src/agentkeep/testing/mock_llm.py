@@ -1,20 +1,15 @@
 """A scripted OpenAI-compatible model server for end-to-end tests and benchmarks.
 
 In-process::
-
     with MockLLM([Reply.tool_call("add", {"a": 1}), Reply.text("done")]) as mock:
         ...  # point a client at mock.base_url ("http://127.0.0.1:PORT/v1"), then assert on mock.request_count
 
 As a separate process (first stdout line is the base URL; script it and read counters over `/_mock/*`)::
-
     python -m agentkeep.testing.mock_llm --port 0 --script replies.json
 
-It speaks `POST /v1/chat/completions`, streaming and not. Each request takes the next scripted reply, or
-the default once the queue is empty. The server is a minimal HTTP/1.1 keep-alive loop on asyncio in a
-background thread: standard library only, and one thread for all connections keeps throughput flat
-under high concurrency, where a thread per connection (`http.server`) collapsed on GIL hand-offs; a
-scripted latency is an `asyncio.sleep`, not a parked thread. Deliberately imports nothing else from
-agentkeep, so it cannot drift with the code under test.
+It speaks `POST /v1/chat/completions`, streamed or not; each request takes the next scripted reply, or the
+default. One asyncio thread serves every connection (a thread per connection collapsed on GIL hand-offs under
+concurrency). It imports nothing else from agentkeep, so it cannot drift with the code under test.
 """
 
 from __future__ import annotations
@@ -52,14 +47,9 @@ class MockLLM:
     """
 
     def __init__(
-        self,
-        replies: Iterable[Reply | str] = (),
-        *,
-        default: Reply | str = DEFAULT_REPLY,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        max_logged: int = 1000,
-    ) -> None:
+        self, replies: Iterable[Reply | str] = (), *, default: Reply | str = DEFAULT_REPLY,
+        host: str = "127.0.0.1", port: int = 0, max_logged: int = 1000,
+    ) -> None:  # fmt: skip
         self._host, self._port = host, port
         self._initial_default = _as_reply(default)
         # Guards the script and the counters, which the server thread and the test's threads share.

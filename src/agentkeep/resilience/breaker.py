@@ -189,24 +189,19 @@ class CircuitBreaker:
 
     async def check(self, key: str) -> Permit:
         """May a request go to model `key` now? Fails open when the backend is unreachable."""
-        if (known := self._known_open(key)) is not None:
-            return known
-        try:
-            permit = await self.backend.acquire(key)
-        except Exception as exc:
-            self._backend_failed("acquire", exc)
-            return Permit(True, CircuitState.CLOSED)
-        self._remember(key, permit)
-        return permit
+        return await self._ask(key, "acquire", self.backend.acquire)
 
     async def peek(self, key: str) -> Permit:
         """Would a request to `key` be let through now? Takes no trial; fails open like `check`."""
+        return await self._ask(key, "peek", self.backend.peek)
+
+    async def _ask(self, key: str, what: str, ask: Callable[[str], Awaitable[Permit]]) -> Permit:
         if (known := self._known_open(key)) is not None:
             return known
         try:
-            permit = await self.backend.peek(key)
+            permit = await ask(key)
         except Exception as exc:
-            self._backend_failed("peek", exc)
+            self._backend_failed(what, exc)
             return Permit(True, CircuitState.CLOSED)
         self._remember(key, permit)
         return permit

@@ -2,8 +2,9 @@
 
 A caller is its API key (the bearer token, hashed: the key itself is never stored) or, for a
 request without one (auth off), its client address. Counts live in memory, or in Redis when
-AGENTKEEP_REDIS_URL is set so that a fleet shares one budget per caller. Every `/v1` response
-says where the caller stands:
+AGENTKEEP_REDIS_URL is set so that a fleet shares one budget per caller. (In memory the windows
+are our own: `limits`' memory storage hands a thread a sweep of every window after nearly every
+hit, which costs more than the rest of the check.) Every `/v1` response says where the caller stands:
 
     RateLimit-Limit: 60         RateLimit-Remaining: 12         RateLimit-Reset: 17 (seconds)
 
@@ -19,12 +20,13 @@ import hashlib
 import json
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from limits import RateLimitItem, WindowStats, parse
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,6 +41,7 @@ log = structlog.get_logger("agentkeep.resilience")
 
 _NAMESPACE = "agentkeep"
 _FAILURE_LOG_INTERVAL_S = 30.0
+_SWEEP_HITS = 10_000
 
 
 class RateLimiter:
@@ -54,9 +57,12 @@ class RateLimiter:
         self._storage = storage
         self._pool: ConnectionPool | None = None
         self._limiter: MovingWindowRateLimiter | None = None
+        self._memory = _MemoryWindows(self.item) if redis_url is None and storage is None else None
 
     async def hit(self, key: str) -> tuple[bool, WindowStats]:
         """Count one request by `key`; whether it is allowed, and the window after it."""
+        if self._memory is not None:
+            return self._memory.hit(key)
         if self._limiter is None:
             self._limiter = MovingWindowRateLimiter(self._open_storage())
         allowed = await self._limiter.hit(self.item, _NAMESPACE, key)
@@ -70,8 +76,7 @@ class RateLimiter:
     def _open_storage(self) -> Storage:
         if self._storage is not None:
             return self._storage
-        if self._redis_url is None:
-            return MemoryStorage()
+        assert self._redis_url is not None  # without either, `hit` counts in `_MemoryWindows`
         from redis.asyncio import ConnectionPool
 
         # Our own pool, so that `aclose()` can close the connections `limits` would leave open.
@@ -79,6 +84,45 @@ class RateLimiter:
         # `limits` types its options as scalars, but hands them to redis-py, which takes a pool.
         options: dict[str, Any] = {"connection_pool": self._pool}
         return RedisStorage(f"async+{self._redis_url}", implementation="redispy", **options)
+
+
+class _MemoryWindows:
+    """A moving window per caller in this process: the times of its hits within the last period.
+
+    The same answers as `limits`' moving window, without its per-hit sweep on a thread: a window
+    drops its expired hits when next counted, and windows left empty are dropped every `_SWEEP_HITS`.
+    """
+
+    def __init__(self, item: RateLimitItem) -> None:
+        self.amount = item.amount
+        self.period_s = item.get_expiry()
+        self._hits: dict[str, deque[float]] = {}
+        self._since_sweep = 0
+
+    def hit(self, key: str) -> tuple[bool, WindowStats]:
+        now = time.time()
+        self._since_sweep += 1
+        if self._since_sweep >= _SWEEP_HITS:
+            self._since_sweep = 0
+            self._sweep(now)
+        hits = self._hits.setdefault(key, deque())
+        _expire(hits, now - self.period_s)
+        allowed = len(hits) < self.amount
+        if allowed:
+            hits.append(now)
+        start = hits[0] if hits else now
+        return allowed, WindowStats(start + self.period_s, self.amount - len(hits))
+
+    def _sweep(self, now: float) -> None:
+        for key in list(self._hits):
+            _expire(self._hits[key], now - self.period_s)
+            if not self._hits[key]:
+                del self._hits[key]
+
+
+def _expire(hits: deque[float], before: float) -> None:
+    while hits and hits[0] <= before:
+        hits.popleft()
 
 
 def caller_key(scope: Scope) -> str:

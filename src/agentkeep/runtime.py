@@ -38,6 +38,7 @@ from agentkeep.failures import Detached, classify
 from agentkeep.hooks import Hook, RunOutcome, RunState
 from agentkeep.loader import AgentMap
 from agentkeep.models import resolve_model
+from agentkeep.observability.steps import steps_json
 from agentkeep.pipeline import PipelineCapability
 from agentkeep.stores.base import RunRecord, RunStatus, Store
 from agentkeep.transcript import load_chunks
@@ -294,8 +295,7 @@ class Runtime:
     def _fill(self, record: RunRecord, state: RunState) -> None:
         record.finished_at = time.time()
         record.duration_ms = (time.monotonic() - state.started) * 1000
-        record.usage = state.usage
-        record.cost_usd = state.cost_usd
+        record.usage, record.cost_usd, record.steps_json = state.usage, state.cost_usd, steps_json(state)
         record.tools_used = list(state.tools_used)
 
     async def _before_run(self, hooks: Sequence[Hook], state: RunState, *, resumed: bool) -> None:

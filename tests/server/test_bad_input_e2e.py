@@ -93,7 +93,7 @@ def test_form_encoded_json_from_curl_is_read_as_json(small_server: tuple[ServerP
     ("method", "path", "status", "error_type"),
     [
         ("GET", "/nowhere", 404, "not_found"),
-        ("GET", "/v1/runs", 405, "method_not_allowed"),
+        ("DELETE", "/v1/runs", 405, "method_not_allowed"),
         ("PUT", "/v1/runs", 405, "method_not_allowed"),
         ("POST", "/health", 405, "method_not_allowed"),
         ("GET", "/v1/runs/run_doesnotexist", 404, "not_found"),

@@ -1,16 +1,30 @@
-"""Operator routes: `GET /metrics` (Prometheus text) and `GET /v1/stats` (the JSON snapshot)."""
+"""Operator routes: `GET /metrics` (Prometheus text) and `GET /v1/stats` (the JSON snapshot).
+
+The snapshot adds what a console shows beside it: each circuit breaker this process has met (the
+models in the `agentkeep_circuit_state` gauge, each asked for its state now), version and uptime.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from agentkeep import __version__
 from agentkeep.observability import Telemetry, metrics
+from agentkeep.resilience import CircuitState, Resilience
 from agentkeep.server.routes import State, User
+from agentkeep.server.state import AppState
 
 router = APIRouter()
+BreakerState = Literal["closed", "half_open", "open"]
+_STATE_NAMES: dict[CircuitState, BreakerState] = {
+    CircuitState.CLOSED: "closed",
+    CircuitState.HALF_OPEN: "half_open",
+    CircuitState.OPEN: "open",
+}
 
 
 class StatsOut(BaseModel):
@@ -27,6 +41,11 @@ class StatsOut(BaseModel):
     avg_iterations_per_request: float = Field(description="Model requests per run.")
     memory_mb: float = Field(description="Resident memory of this process.")
     active_runs: int
+    breakers: dict[str, BreakerState] = Field(
+        description="The circuit breaker of each model this process has called: closed, half_open or open."
+    )
+    version: str
+    uptime_s: float = Field(description="Seconds since this process started.")
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -40,4 +59,24 @@ async def stats(request: Request, state: State, _user: User) -> Any:
     snapshot = telemetry.stats.snapshot()
     if state.runtime is not None:
         snapshot["active_runs"] = state.runtime.active_runs
+    snapshot["breakers"] = await _breakers(state)
+    snapshot["version"] = __version__
+    snapshot["uptime_s"] = round(time.monotonic() - state.started_monotonic, 3)
     return snapshot
+
+
+async def _breakers(state: AppState) -> dict[str, BreakerState]:
+    """Each model's breaker as a request would find it now: an open one past its reset time is
+    half_open (its trial may go), which the gauge learns only when a request asks."""
+    seen = {
+        sample.labels["model"]: CircuitState(int(sample.value))
+        for family in metrics.CIRCUIT_STATE.collect()
+        for sample in family.samples
+        if sample.labels["model"] != metrics.OTHER
+    }
+    hooks = state.runtime.hooks if state.runtime is not None else []
+    resilience = next((hook for hook in hooks if isinstance(hook, Resilience)), None)
+    if resilience is not None:
+        for model in seen:
+            seen[model] = (await resilience.breaker.peek(model)).state
+    return {model: _STATE_NAMES[seen[model]] for model in sorted(seen)}

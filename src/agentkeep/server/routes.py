@@ -29,6 +29,7 @@ from agentkeep.errors import InvalidRequest, NotFound, RunFailed
 from agentkeep.runtime import PreparedRun, RunEvent, RunRequest, check_session_id
 from agentkeep.server.auth import authenticate, bearer_scheme
 from agentkeep.server.state import AppState, app_state
+from agentkeep.stores.base import RunQuery, RunRecord
 from agentkeep.transcript import load_chunks, simple_messages
 
 router = APIRouter()
@@ -107,24 +108,32 @@ async def _event_stream(queue: asyncio.Queue[RunEvent | None]) -> AsyncIterator[
         yield f"event: {event.name}\ndata: {json.dumps(event.data, default=str)}\n\n".encode()
 
 
-@router.get("/v1/runs/{run_id}", response_model=RunOut, responses=ERROR_RESPONSES, summary="A recorded run")
-async def get_run(run_id: str, state: State, user: User) -> Any:
-    record = await state.rt.store.get_run(user, run_id)
+async def visible_run(request: Request, state: AppState, user: str, run_id: str) -> RunRecord:
+    """The run if the caller may see it: its own, or anyone's for an admin key; else 404 (another
+    user's run is indistinguishable from a missing one)."""
+    store = state.rt.store
+    record = await store.get_run(user, run_id)
+    if record is None and getattr(request.state, "is_admin", False):
+        found = await store.list_runs(RunQuery(run_id=run_id, limit=1))
+        record = await store.get_run(found[0].user_id, run_id) if found else None
     if record is None:
         raise NotFound(f"no run {run_id!r}")
-    return run_view(record)
+    return record
+
+
+@router.get("/v1/runs/{run_id}", response_model=RunOut, responses=ERROR_RESPONSES, summary="A recorded run")
+async def get_run(run_id: str, request: Request, state: State, user: User) -> Any:
+    return run_view(await visible_run(request, state, user, run_id))
 
 
 @router.post(
     "/v1/runs/{run_id}/cancel", response_model=RunOut, responses=ERROR_RESPONSES, summary="Cancel a background run"
 )
-async def cancel_run(run_id: str, state: State, user: User) -> Any:
+async def cancel_run(run_id: str, request: Request, state: State, user: User) -> Any:
     """Stops the run at its next step boundary; answers with the run as it is after the cancel.
 
     A finished run, or a synchronous one (its caller holds it), is returned as it is."""
-    record = await state.rt.store.get_run(user, run_id)
-    if record is None:
-        raise NotFound(f"no run {run_id!r}")
+    record = await visible_run(request, state, user, run_id)
     if record.background:
         record = await state.background().cancel(record)
     return run_view(record)

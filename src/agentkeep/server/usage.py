@@ -1,7 +1,9 @@
-"""`GET /v1/usage`: the caller's spend today and this month, and per budget the cap and what remains."""
+"""`GET /v1/usage`: the caller's spend today and this month, per budget the cap and what remains, and
+the last 24 hours hour by hour (the console's chart)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -15,10 +17,12 @@ from agentkeep.errors import Unauthorized
 from agentkeep.runtime import check_session_id
 from agentkeep.server.routes import current_user
 from agentkeep.server.state import AppState, app_state
+from agentkeep.stores.reports import HOUR_S, hour_start
 
 __all__ = ["budget_metrics", "caller_is_admin", "router"]
 
 router = APIRouter()
+_HOURS = 24
 
 
 class BudgetOut(BaseModel):
@@ -43,11 +47,19 @@ class MonthOut(BaseModel):
     spent_usd: float
 
 
+class HourOut(BaseModel):
+    hour: str = Field(description="The start of the UTC hour, YYYY-MM-DDTHH:00:00Z.")
+    cost_usd: float = Field(description="Settled spend in the hour.")
+    runs: int = Field(description="Runs started in the hour.")
+    tokens: int = Field(description="Input and output tokens of the hour's model requests.")
+
+
 class UsageOut(BaseModel):
     user_id: str
     today: TodayOut
     month: MonthOut
     budgets: dict[str, BudgetOut] = Field(description="Configured budgets: user_daily, session, run.")
+    hourly: list[HourOut] = Field(description="The last 24 hours, oldest first; the last is the current hour.")
 
 
 async def caller_is_admin(request: Request, _caller: Annotated[str, Depends(current_user)]) -> bool:
@@ -99,7 +111,21 @@ async def get_usage(
         "today": {"date": day, "spent_usd": to_usd(spent_today), "held_usd": to_usd(today.held_nano)},
         "month": {"month": day[:7], "spent_usd": to_usd(spent_month)},
         "budgets": budgets,
+        "hourly": await _hourly(state, user),
     }
+
+
+async def _hourly(state: AppState, user: str) -> list[dict[str, Any]]:
+    since = hour_start() - (_HOURS - 1) * HOUR_S
+    return [
+        {
+            "hour": datetime.fromtimestamp(hour.hour, UTC).strftime("%Y-%m-%dT%H:00:00Z"),
+            "cost_usd": to_usd(hour.cost_nano),
+            "runs": hour.runs,
+            "tokens": hour.tokens,
+        }
+        for hour in await state.rt.store.usage_by_hour(user, since, _HOURS)
+    ]
 
 
 def _budget_view(cap: int, counter: CounterState) -> dict[str, Any]:

@@ -18,7 +18,20 @@ Restore (refused while any agentkeep process has the database open):
     `-wal`/`-shm` files (SQLite would replay an old WAL into the new file) and renames the copy over
     the database: one atomic rename. While it runs, a server that starts refuses to open the file.
 
-PostgreSQL is backed up with its own tools; `postgres_commands` says which.
+The durable engine's state (DBOS's system database, `<stem>-dbos<suffix>` beside the database:
+queued runs, checkpoints, schedules) travels with it as a pair: `agentkeep.db` is backed up with
+`agentkeep-dbos.db`, to `PATH` and `PATH`'s own `-dbos` sidecar, and restored the same way. The two
+snapshots are pinned back to back (a read transaction on the system database, then one on ours,
+before either is copied), so ours is never older than DBOS's: a run DBOS knows is always in our
+tables, and what ours has beyond DBOS's (a step whose checkpoint came a moment later) is what a
+crash at that instant leaves, which a resumed run already handles. A backup without a sidecar (no
+background run ever, or an older backup) restores with the durable state cleared, kept aside like
+the database. Each file is renamed into place atomically, the sidecar first on backup and the
+database first on restore; a command killed between the two renames leaves a mismatched pair, so
+run it again.
+
+PostgreSQL is backed up with its own tools; `postgres_commands` says which (DBOS's state is the
+`dbos` schema of the same database, so one dump holds both).
 """
 
 from __future__ import annotations
@@ -30,10 +43,10 @@ import shlex
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import sqlalchemy as sa
 
@@ -47,12 +60,16 @@ __all__ = [
     "BackupReport",
     "DatabaseLock",
     "backup_sqlite",
+    "durable_sidecar",
     "postgres_commands",
     "restore_sqlite",
     "sqlite_path",
 ]
 
+T = TypeVar("T")
+
 _SCHEMA_TABLE = "agentkeep_schema_version"
+_DBOS_TABLE = "workflow_status"
 _BUSY_TIMEOUT_MS = 10_000
 
 
@@ -69,6 +86,12 @@ class BackupReport:
     sessions: int
     runs: int
     kept: Path | None = None  # restore: where the database it replaced was kept
+    durable: Path | None = None  # the durable engine's state written beside it, when there is any
+
+
+def durable_sidecar(database: Path) -> Path:
+    """Where the durable engine keeps its state for the SQLite `database`: `agentkeep.db` → `agentkeep-dbos.db`."""
+    return database.with_name(f"{database.stem}-dbos{database.suffix or '.db'}")
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -123,53 +146,68 @@ class DatabaseLock:
 
 
 def backup_sqlite(database: Path, destination: Path) -> BackupReport:
-    """A consistent, checked copy of `database` at `destination` (a file, or a directory to put one in)."""
+    """A consistent, checked copy of `database` at `destination` (a file, or a directory to put
+    one in), and of its durable sidecar beside that, when it has one."""
     if not database.is_file():
         raise BackupError(f"no database at {database}: nothing to back up")
     if destination.is_dir():
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         destination = destination / f"{database.stem}-{stamp}.db"
+    sidecar, copied_sidecar = durable_sidecar(database), durable_sidecar(destination)
     if destination.exists() and destination.resolve() == database.resolve():
         raise BackupError("the backup path is the database itself: choose another path")
+    if copied_sidecar.exists() and copied_sidecar.resolve() in {database.resolve(), sidecar.resolve()}:
+        raise BackupError("the backup would overwrite the live database's files: choose another path")
     if not destination.parent.is_dir():
         raise BackupError(f"no directory {destination.parent} to write the backup in")
     busy = f"{database} is being restored; back it up when the restore has finished"
-    with DatabaseLock(database).held(exclusive=False, busy=busy):
-        temporary = _sibling(destination, "backup")
+    temporary, durable_temporary = _sibling(destination, "backup"), _sibling(copied_sidecar, "backup")
+    with DatabaseLock(database).held(exclusive=False, busy=busy), contextlib.ExitStack() as stack:
+        # DBOS's snapshot first, then ours, back to back, before either is copied (module docstring).
+        durable = _pin(stack.enter_context(contextlib.closing(_connect(sidecar)))) if sidecar.is_file() else None
+        source = _pin(stack.enter_context(contextlib.closing(_connect(database))))
         try:
-            with contextlib.closing(_connect(database)) as source, contextlib.closing(_connect(temporary)) as copy:
-                source.backup(copy)  # one step: the whole database inside one read transaction
-                copy.execute("PRAGMA journal_mode=DELETE")
-                sessions, runs = _check(copy, temporary)
+            sessions, runs = _copy(source, temporary, _check)
+            if durable is not None:
+                _copy(durable, durable_temporary, _check_durable)
+                _durable_replace(durable_temporary, copied_sidecar)
+            else:
+                copied_sidecar.unlink(missing_ok=True)  # an older backup's, which would not match this one
             _durable_replace(temporary, destination)
         finally:
             temporary.unlink(missing_ok=True)
-    return BackupReport(destination, destination.stat().st_size, sessions, runs)
+            durable_temporary.unlink(missing_ok=True)
+    size = destination.stat().st_size
+    return BackupReport(destination, size, sessions, runs, durable=copied_sidecar if durable else None)
 
 
 def restore_sqlite(database: Path, backup: Path) -> BackupReport:
-    """Replace `database` with `backup`, atomically; refused while any agentkeep process uses it."""
+    """Replace `database` with `backup`, and its durable sidecar with the backup's (or with none),
+    each atomically; refused while any agentkeep process uses the database."""
     if not backup.is_file():
         raise BackupError(f"no backup at {backup}")
     database.parent.mkdir(parents=True, exist_ok=True)
+    backed_up_sidecar, sidecar = durable_sidecar(backup), durable_sidecar(database)
+    has_durable = backed_up_sidecar.is_file()
     busy = f"{database} is in use by a running agentkeep (server, worker or command): stop it, then restore"
     with DatabaseLock(database).held(exclusive=True, busy=busy):
-        temporary = _sibling(database, "restore")
+        temporary, durable_temporary = _sibling(database, "restore"), _sibling(sidecar, "restore")
         try:
             with contextlib.closing(_connect(backup, read_only=True)) as source:
                 _check(source, backup)
                 _check_version(source, backup)
-                with contextlib.closing(_connect(temporary)) as copy:
-                    source.backup(copy)
-                    copy.execute("PRAGMA journal_mode=DELETE")
-                    sessions, runs = _check(copy, temporary)
-            kept = _keep_current(database)
-            for suffix in ("-wal", "-shm", "-journal"):
-                database.with_name(database.name + suffix).unlink(missing_ok=True)
-            _durable_replace(temporary, database)
+                sessions, runs = _copy(source, temporary, _check)
+            if has_durable:
+                with contextlib.closing(_connect(backed_up_sidecar, read_only=True)) as source:
+                    _check_durable(source, backed_up_sidecar)
+                    _copy(source, durable_temporary, _check_durable)
+            kept = _put_in_place(database, temporary)
+            _put_in_place(sidecar, durable_temporary if has_durable else None)
         finally:
             temporary.unlink(missing_ok=True)
-    return BackupReport(database, database.stat().st_size, sessions, runs, kept)
+            durable_temporary.unlink(missing_ok=True)
+    size = database.stat().st_size
+    return BackupReport(database, size, sessions, runs, kept, durable=sidecar if has_durable else None)
 
 
 def postgres_commands(url: str, path: Path, *, restore: bool) -> list[str]:
@@ -206,6 +244,47 @@ def _check(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
         for table in ("agentkeep_sessions", "agentkeep_runs")
     ]
     return counts[0], counts[1]
+
+
+def _check_durable(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a durable sidecar that fails `integrity_check` or is not DBOS's system database."""
+    try:
+        verdict = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(f"{path} is not a readable SQLite database: {exc}") from None
+    if verdict != ["ok"]:
+        raise BackupError(f"{path} fails PRAGMA integrity_check: {verdict[0]}")
+    if _DBOS_TABLE not in tables:
+        raise BackupError(f"{path} is not the durable engine's database (no {_DBOS_TABLE} table)")
+
+
+def _pin(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """Open a read transaction on `conn`: its snapshot is what a later `backup()` from it copies."""
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    return conn
+
+
+def _copy(source: sqlite3.Connection, temporary: Path, check: Callable[[sqlite3.Connection, Path], T]) -> T:
+    """Copy `source` into the new file `temporary` as one self-contained file, and check the copy."""
+    with contextlib.closing(_connect(temporary)) as copy:
+        source.backup(copy)  # one step: the whole database inside one read transaction
+        copy.execute("PRAGMA journal_mode=DELETE")
+        return check(copy, temporary)
+
+
+def _put_in_place(target: Path, replacement: Path | None) -> Path | None:
+    """Keep `target` aside (`.pre-restore`), drop its stale WAL, and rename `replacement` over it (or
+    leave nothing there); return where the old file was kept."""
+    kept = _keep_current(target)
+    for suffix in ("-wal", "-shm", "-journal"):
+        target.with_name(target.name + suffix).unlink(missing_ok=True)
+    if replacement is not None:
+        _durable_replace(replacement, target)
+    else:
+        target.unlink(missing_ok=True)
+    return kept
 
 
 def _check_version(conn: sqlite3.Connection, path: Path) -> None:

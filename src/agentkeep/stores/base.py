@@ -14,7 +14,7 @@ from typing import Any
 
 from agentkeep.hooks import Usage
 
-__all__ = ["RunRecord", "RunStatus", "SessionRecord", "Store", "Usage"]
+__all__ = ["HourUsage", "RunQuery", "RunRecord", "RunStatus", "SessionRecord", "Store", "Usage"]
 
 
 class RunStatus(enum.StrEnum):
@@ -60,6 +60,7 @@ class RunRecord:
     tools_used: list[str] = field(default_factory=list)
     duration_ms: float | None = None
     messages_json: bytes | None = None  # the run's new messages, kept even when it failed
+    steps_json: bytes | None = None  # its model requests and tool calls, as `observability.steps` wrote them
 
 
 @dataclass
@@ -72,6 +73,29 @@ class SessionRecord:
     updated_at: float
     history_chunks: list[bytes]
     cost_usd: float | None
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs `Store.list_runs` returns: newest first, each filter optional."""
+
+    user_id: str | None = None  # None: every user's runs (an admin's view)
+    status: RunStatus | None = None
+    agent: str | None = None
+    session_id: str | None = None
+    run_id: str | None = None
+    limit: int = 50
+    before: tuple[float, str] | None = None  # (created_at, run_id) of the last run of the previous page
+
+
+@dataclass(frozen=True)
+class HourUsage:
+    """One hour of a user's activity: settled spend and tokens (the ledger), and runs started."""
+
+    hour: float  # UNIX seconds at the start of the hour
+    cost_nano: int
+    tokens: int
+    runs: int
 
 
 class Store(ABC):
@@ -104,7 +128,8 @@ class Store(ABC):
     @abstractmethod
     async def finish_run(self, run: RunRecord, *, append_to_session: bytes | None) -> None:
         """Record the run's outcome, append its messages to the session when given, release the
-        session's lease: all in one transaction, so a crash leaves either all of it or none."""
+        session's lease: all in one transaction, so a crash leaves either all of it or none.
+        A run that already has a final status (a cancel came first) is left as it is: nothing is written."""
 
     @abstractmethod
     async def update_run_status(self, run_id: str, status: RunStatus, *, started_at: float | None = None) -> None:
@@ -113,6 +138,15 @@ class Store(ABC):
     @abstractmethod
     async def get_run(self, user_id: str, run_id: str) -> RunRecord | None:
         """The run, if it exists and belongs to `user_id`."""
+
+    @abstractmethod
+    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        """Runs matching `query`, newest first, as summaries: their input, output, messages, steps
+        and metadata are left empty, so a page of them stays cheap to read."""
+
+    @abstractmethod
+    async def usage_by_hour(self, user_id: str, since: float, hours: int) -> list[HourUsage]:
+        """`hours` consecutive hours from `since` (the start of an hour), oldest first, zero-filled."""
 
     @abstractmethod
     async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:

@@ -70,9 +70,12 @@ runs = sa.Table(
     sa.Column("tools_used", sa.JSON, nullable=False),
     sa.Column("duration_ms", sa.Float, nullable=True),
     sa.Column("messages", sa.LargeBinary, nullable=True),
+    # The run's model requests and tool calls as a JSON list (`observability.steps`); added by migration 5.
+    sa.Column("steps", sa.LargeBinary, nullable=True),
     sa.Index("ix_agentkeep_runs_session", "user_id", "session_id"),
     sa.Index("ix_agentkeep_runs_user_created", "user_id", "created_at"),
     sa.Index("ix_agentkeep_runs_status", "status"),
+    sa.Index("ix_agentkeep_runs_created", "created_at"),  # every user's runs, newest first (admin listing)
 )
 
 # Processes that execute background runs, for the takeover of a dead one's runs (agentkeep.durable).
@@ -99,7 +102,27 @@ def _workers(conn: Connection) -> None:
     workers.create(conn, checkfirst=True)
 
 
-MIGRATIONS: Sequence[Migration] = (_initial, budget_tables.create_tables, key_tables.create_tables, _workers)
+def _run_steps(conn: Connection) -> None:
+    """The runs' `steps` column and the index listing every user's runs by time.
+
+    A database created after this column joined `runs` already has both (`_initial` creates the
+    table as it is defined now), so each is added only when missing.
+    """
+    if "steps" not in {column["name"] for column in sa.inspect(conn).get_columns(runs.name)}:
+        column_type = runs.c.steps.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {runs.name} ADD COLUMN steps {column_type}"))
+    for index in runs.indexes:
+        if index.name == "ix_agentkeep_runs_created":
+            index.create(conn, checkfirst=True)
+
+
+MIGRATIONS: Sequence[Migration] = (
+    _initial,
+    budget_tables.create_tables,
+    key_tables.create_tables,
+    _workers,
+    _run_steps,
+)
 """Migration N is MIGRATIONS[N - 1]."""
 
 

@@ -1,5 +1,8 @@
 """The `Store` on SQLAlchemy Core (async): SQLite through aiosqlite, PostgreSQL through asyncpg.
 
+SQLite's write transactions bypass aiosqlite: they run on one plain connection in one thread
+(`stores.sqlite_writer`), where a statement costs one thread hand-off instead of several.
+
 SQLite runs in WAL mode with `BEGIN IMMEDIATE` for writes, so two processes sharing the file
 serialise their writes instead of failing on a lock upgrade; PostgreSQL relies on row locks and
 conditional updates. The same statements serve both.
@@ -13,18 +16,21 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from agentkeep.errors import ConfigError, SessionBusy
-from agentkeep.stores import schema
+from agentkeep.stores import reports, schema
 from agentkeep.stores.backup import BackupError, DatabaseLock
-from agentkeep.stores.base import RunRecord, RunStatus, SessionRecord, Store, Usage
+from agentkeep.stores.base import HourUsage, RunQuery, RunRecord, RunStatus, SessionRecord, Store, Usage
+from agentkeep.stores.sqlite_writer import SQLiteWriter
 
 _PG_MIGRATION_LOCK = 0x6167_6B70  # any constant shared by every agentkeep process
+# A run's outcome is written once: only a run still in one of these may be moved to a final status.
+_UNFINISHED = [status.value for status in RunStatus if not status.finished]
 
 
 def async_url(url: str) -> sa.URL:
@@ -41,8 +47,8 @@ def async_url(url: str) -> sa.URL:
     raise ConfigError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://…")
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _configure_sqlite(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control from the driver so BEGIN IMMEDIATE can be issued below.
         dbapi_conn.isolation_level = None
@@ -53,7 +59,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
@@ -66,6 +72,7 @@ class SQLStore(Store):
         self.dialect = self.url.get_backend_name()
         self._pool_size = pool_size
         self._engine: AsyncEngine | None = None
+        self._sqlite_writer: SQLiteWriter | None = None  # a SQLite file's write transactions
         self._write_turn = asyncio.Lock()
         self._lock: DatabaseLock | None = None  # SQLite: tells `agentkeep restore` the file is in use
 
@@ -86,7 +93,11 @@ class SQLStore(Store):
         async with contextlib.AsyncExitStack() as stack:
             if self.dialect == "sqlite":
                 await stack.enter_async_context(self._write_turn)
-            yield await stack.enter_async_context(self.engine.execution_options(write=True).begin())
+            if self._sqlite_writer is not None:
+                # It offers `execute` and `run_sync`, the part of AsyncConnection writers use.
+                yield cast(AsyncConnection, await stack.enter_async_context(self._sqlite_writer.begin()))
+            else:
+                yield await stack.enter_async_context(self.engine.execution_options(write=True).begin())
 
     async def open(self) -> None:
         if self.dialect == "sqlite":
@@ -94,8 +105,9 @@ class SQLStore(Store):
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
                 self._hold_database_lock(Path(database))
+                self._sqlite_writer = SQLiteWriter(self.url, _configure_sqlite)
             self._engine = create_async_engine(self.url, pool_size=self._pool_size, max_overflow=0)
-            _configure_sqlite(self._engine)
+            _configure_sqlite(self._engine.sync_engine)
         else:
             self._engine = create_async_engine(
                 self.url, pool_size=self._pool_size, max_overflow=self._pool_size, pool_pre_ping=True
@@ -103,6 +115,8 @@ class SQLStore(Store):
         await self._migrate()
 
     async def _migrate(self) -> None:
+        if await self._schema_is_current():
+            return
         async with self.writer() as conn:
             if self.dialect == "postgresql":
                 await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
@@ -112,6 +126,17 @@ class SQLStore(Store):
                 await conn.run_sync(migration)
                 await conn.execute(schema.schema_version.insert().values(version=number, applied_at=time.time()))
 
+    async def _schema_is_current(self) -> bool:
+        """Whether every migration has run, in one read without the migration lock: the answer on
+        every start but a deployment's first, and a cold Lambda container's start is one of them.
+        A new database (no version table yet) answers no, and the locked path above creates it."""
+        try:
+            async with self.engine.connect() as conn:
+                applied = set((await conn.execute(sa.select(schema.schema_version.c.version))).scalars())
+        except sa.exc.DBAPIError:
+            return False
+        return not schema.pending(applied)
+
     def _hold_database_lock(self, database: Path) -> None:
         lock = DatabaseLock(database)
         if not lock.acquire(exclusive=False):
@@ -119,6 +144,9 @@ class SQLStore(Store):
         self._lock = lock
 
     async def close(self) -> None:
+        if self._sqlite_writer is not None:
+            await self._sqlite_writer.close()
+            self._sqlite_writer = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -162,7 +190,7 @@ class SQLStore(Store):
             )
             if claimed.rowcount != 1:
                 raise SessionBusy(f"session {session_id!r} is running another request; retry when it finishes")
-            await conn.execute(schema.runs.insert().values(**_run_row(run)))
+            await conn.execute(schema.runs.insert(), _run_row(run))
             return await self._history(conn, user_id, session_id)
 
     def _insert_ignore(self, table: sa.Table, values: dict[str, Any]) -> sa.Insert:
@@ -225,7 +253,7 @@ class SQLStore(Store):
 
     async def create_run(self, run: RunRecord) -> None:
         async with self.writer() as conn:
-            await conn.execute(schema.runs.insert().values(**_run_row(run)))
+            await conn.execute(schema.runs.insert(), _run_row(run))
 
     async def update_run_status(self, run_id: str, status: RunStatus, *, started_at: float | None = None) -> None:
         values: dict[str, Any] = {"status": status.value}
@@ -240,7 +268,13 @@ class SQLStore(Store):
         async with self.writer() as conn:
             row = _run_row(run)
             del row["run_id"]
-            await conn.execute(r.update().where(r.c.run_id == run.run_id).values(**row))
+            # The row as parameters, not `.values()`: a statement with no literals is cheap to build and cache.
+            recorded = await conn.execute(
+                r.update().where(r.c.run_id == sa.bindparam("b_run_id"), r.c.status.in_(_UNFINISHED)),
+                {**row, "b_run_id": run.run_id},
+            )
+            if recorded.rowcount != 1:
+                return  # it finished meanwhile (a cancel came first): that outcome stands, the session untouched
             owner = (
                 s.c.user_id == run.user_id,
                 s.c.session_id == run.session_id,
@@ -275,6 +309,12 @@ class SQLStore(Store):
             row = (await conn.execute(sa.select(r).where(r.c.run_id == run_id, r.c.user_id == user_id))).first()
         return None if row is None else _run_from_row(row._mapping)
 
+    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        return await reports.list_runs(self.engine, query)
+
+    async def usage_by_hour(self, user_id: str, since: float, hours: int) -> list[HourUsage]:
+        return await reports.usage_by_hour(self.engine, user_id, since, hours)
+
 
 def _probe_sqlite_file(path: Path) -> None:
     """Open the database file anew (never creating it) and read from it; raise if that fails."""
@@ -307,6 +347,7 @@ def _run_row(run: RunRecord) -> dict[str, Any]:
         "tools_used": run.tools_used,
         "duration_ms": run.duration_ms,
         "messages": run.messages_json,
+        "steps": run.steps_json,
     }
 
 
@@ -332,4 +373,5 @@ def _run_from_row(row: Any) -> RunRecord:
         tools_used=list(row["tools_used"] or []),
         duration_ms=row["duration_ms"],
         messages_json=bytes(row["messages"]) if row["messages"] is not None else None,
+        steps_json=bytes(row["steps"]) if row["steps"] is not None else None,
     )

@@ -16,11 +16,14 @@ from agentkeep.durable.schedules import check_schedules
 from agentkeep.errors import ConfigError
 from agentkeep.loader import AgentMap
 from agentkeep.observability import Telemetry, configure_tracing
+from agentkeep.observability.steps import StepRecorder
 from agentkeep.resilience import RateLimit
 from agentkeep.runtime import Runtime
 from agentkeep.server.auth import Authenticator, auth_required
+from agentkeep.server.console import router as console_router
 from agentkeep.server.errors import install_error_handlers
 from agentkeep.server.guards import rate_limited, rate_limiter, resilience_hook
+from agentkeep.server.listing import router as listing_router
 from agentkeep.server.middleware import BodyLimit, JSONBodies, SecurityHeaders
 from agentkeep.server.ops import router as ops_router
 from agentkeep.server.routes import probes, router
@@ -59,6 +62,7 @@ def create_app(
     state = AppState(settings)
     authenticator = Authenticator(auth_required(settings.auth, None) if auth is None else auth)
     telemetry = Telemetry(settings)  # first hook: it times, and sees, everything the others do
+    steps = StepRecorder()  # last hook: it times the request as sent, for GET /v1/runs/{id}/steps
     limiter = rate_limiter(settings)
 
     @asynccontextmanager
@@ -71,7 +75,7 @@ def create_app(
         budget = state.budget = budget_from_settings(settings, store.engine, budget_metrics())
         # Before the budget, so a run on a model whose breaker is open is refused before any pricing.
         resilience = resilience_hook(settings)
-        state.runtime = Runtime(settings, agents, store, hooks=[*hooks, resilience, budget])
+        state.runtime = Runtime(settings, agents, store, hooks=[*hooks, resilience, budget, steps])
         state.runtime.draining = state.draining  # a signal may have come while starting
         durable = state.durable = DurableEngine(
             settings, state.runtime, me or identity(settings, source=None, port=0), dequeue=worker
@@ -102,6 +106,7 @@ def create_app(
     )
     app.state.agentkeep = state
     app.state.telemetry = telemetry
+    app.state.steps = steps
     app.state.auth = authenticator
     install_error_handlers(app)
     app.include_router(probes)
@@ -110,6 +115,8 @@ def create_app(
         app.include_router(router)
         app.include_router(tasks_router)
         app.include_router(usage_router)
+        app.include_router(listing_router)
+        app.include_router(console_router)  # GET / and /console/*: the page uses only the API above
     app.add_middleware(JSONBodies)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimit, limiter=limiter, on_limited=rate_limited)  # before the body is read

@@ -1,0 +1,221 @@
+// The playground: pick an agent, send a message, watch the answer stream in with its tool calls,
+// continue the session or start a new one, or run in the background and watch the status change.
+// Its DOM is built once and kept, so leaving for another view and coming back loses nothing, not
+// even a stream in progress.
+
+import { api, streamRun } from "./api.js";
+import { ACTIVE, FINAL, badge, h, ms, poll, runLink, tokens, usd } from "./dom.js";
+
+const BACKGROUND_POLL_MS = 1000;
+export const CONTINUE_KEY = "agentkeep.continueSession";
+
+let root = null;
+const state = { sessionId: null, busy: false, report: () => {} };
+const parts = {};
+
+function build() {
+  parts.agent = h("select", { id: "agent", name: "agent", "aria-label": "Agent" });
+  parts.session = h("code", { id: "session-id" }, "new");
+  parts.background = h("input", { type: "checkbox", id: "background", name: "background" });
+  parts.transcript = h("ol", { class: "transcript", id: "transcript", "aria-live": "polite" });
+  parts.message = h("textarea", {
+    id: "message", name: "message", rows: 2, required: true, placeholder: "Message the agent… (Enter sends, Shift+Enter for a new line)",
+  });
+  parts.send = h("button", { type: "submit", id: "send" }, "Send");
+  const form = h("form", { class: "composer", onsubmit: onSubmit }, parts.message, parts.send);
+  parts.message.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  return h(
+    "section",
+    { class: "playground" },
+    h(
+      "div",
+      { class: "toolbar" },
+      h("label", null, "Agent ", parts.agent),
+      h("span", { class: "session" }, "Session ", parts.session),
+      h("button", { type: "button", class: "ghost", id: "new-session", onclick: newSession }, "New session"),
+      h("label", { class: "check" }, parts.background, " Run in background"),
+    ),
+    parts.transcript,
+    form,
+  );
+}
+
+async function loadAgents() {
+  const { agents } = await api("/v1/agents");
+  parts.agent.replaceChildren(
+    ...agents.map((agent) =>
+      h("option", { value: agent.name, selected: agent.default }, agent.model ? `${agent.name} (${agent.model})` : agent.name),
+    ),
+  );
+}
+
+function newSession() {
+  state.sessionId = null;
+  parts.session.textContent = "new";
+  parts.transcript.replaceChildren();
+  parts.message.focus();
+}
+
+function useSession(sessionId) {
+  state.sessionId = sessionId;
+  parts.session.textContent = sessionId;
+}
+
+function item(kind, ...children) {
+  const li = h("li", { class: `turn ${kind}` }, ...children);
+  parts.transcript.append(li);
+  li.scrollIntoView({ block: "end" });
+  return li;
+}
+
+function errorLine(error) {
+  return h("p", { class: "error-text" }, error.type ? `${error.type}: ${error.message}` : String(error.message || error));
+}
+
+function summary(result) {
+  const bits = [
+    `${result.usage ? result.usage.requests : 0} requests`,
+    `${tokens(result.usage)} tokens`,
+    usd(result.cost_usd),
+    ms(result.duration_ms),
+  ];
+  return h("p", { class: "meta" }, "run ", runLink(result.run_id), ` · ${bits.join(" · ")}`);
+}
+
+/** The assistant's turn as it streams: text and tool calls in the order they arrive. */
+function streamedTurn() {
+  const body = h("div", { class: "answer" });
+  const li = item("assistant", h("span", { class: "role" }, "assistant"), body);
+  let text = null;
+  const pending = [];
+  return {
+    li,
+    delta(chunk) {
+      if (!text) {
+        text = h("span", { class: "text" });
+        body.append(text);
+      }
+      text.textContent += chunk;
+    },
+    toolCall(name, args) {
+      const status = h("span", { class: "tool-state" }, "running…");
+      const chip = h("div", { class: "tool pending", "data-tool": name }, h("span", { class: "tool-name" }, name),
+        h("code", { class: "tool-args" }, JSON.stringify(args ?? {})), status);
+      pending.push({ name, chip, status });
+      body.append(chip);
+      text = null;
+    },
+    toolResult(name) {
+      const index = pending.findIndex((p) => p.name === name);
+      if (index < 0) return;
+      const [done] = pending.splice(index, 1);
+      done.chip.classList.replace("pending", "done");
+      done.status.textContent = "done";
+    },
+    text: () => body.textContent,
+    body,
+  };
+}
+
+async function sendStreamed(message, agent) {
+  const turn = streamedTurn();
+  let finished = false;
+  await streamRun({ message, agent, session_id: state.sessionId || undefined }, (name, data) => {
+    if (name === "run.started") useSession(data.session_id);
+    else if (name === "text.delta") turn.delta(data.text);
+    else if (name === "tool.call") turn.toolCall(data.name, data.args);
+    else if (name === "tool.result") turn.toolResult(data.name);
+    else if (name === "run.completed") {
+      finished = true;
+      if (!turn.body.querySelector(".text") && data.output) turn.delta(data.output);
+      turn.li.append(summary(data));
+    } else if (name === "run.failed") {
+      finished = true;
+      turn.li.classList.add("failed");
+      turn.li.append(errorLine(data.error || data));
+    }
+    turn.li.scrollIntoView({ block: "end" });
+  });
+  if (!finished) turn.li.append(errorLine({ type: "stream", message: "the stream ended before the run did" }));
+}
+
+async function sendInBackground(message, agent) {
+  const accepted = await api("/v1/runs", {
+    method: "POST",
+    body: { message, agent, background: true, session_id: state.sessionId || undefined },
+  });
+  useSession(accepted.session_id);
+  let status = badge(accepted.status);
+  const output = h("div", { class: "answer" });
+  const cancel = h("button", { type: "button", class: "ghost small" }, "Cancel");
+  const li = item("assistant background", h("span", { class: "role" }, "background run"),
+    h("p", { class: "meta" }, runLink(accepted.run_id), " ", status, " ", cancel), output);
+  li.dataset.runId = accepted.run_id;
+  const show = (run) => {
+    const next = badge(run.status);
+    status.replaceWith(next);
+    status = next;
+    cancel.hidden = !ACTIVE.has(run.status);
+    if (!FINAL.has(run.status)) return true;
+    if (run.output) output.replaceChildren(h("span", { class: "text" }, run.output));
+    if (run.error) output.replaceChildren(errorLine(run.error));
+    li.append(summary({ ...run, run_id: accepted.run_id }));
+    return false;
+  };
+  cancel.addEventListener("click", async () => {
+    try {
+      show(await api(`/v1/runs/${encodeURIComponent(accepted.run_id)}/cancel`, { method: "POST" }));
+    } catch (error) {
+      state.report(error);
+    }
+  });
+  poll(async () => show(await api(`/v1/runs/${encodeURIComponent(accepted.run_id)}`)), BACKGROUND_POLL_MS, state.report);
+}
+
+async function onSubmit(event) {
+  event.preventDefault();
+  const message = parts.message.value.trim();
+  if (!message || state.busy) return;
+  state.busy = true;
+  parts.send.disabled = true;
+  parts.message.value = "";
+  item("user", h("span", { class: "role" }, "you"), h("div", { class: "answer" }, message));
+  try {
+    if (parts.background.checked) await sendInBackground(message, parts.agent.value || undefined);
+    else await sendStreamed(message, parts.agent.value || undefined);
+  } catch (error) {
+    item("error", errorLine(error));
+  } finally {
+    state.busy = false;
+    parts.send.disabled = false;
+    parts.message.focus();
+  }
+}
+
+/** Forget the transcript and session: another key may belong to another user. */
+export function resetPlayground() {
+  root = null;
+  state.sessionId = null;
+}
+
+export function playground(container, _match, ctx) {
+  state.report = ctx.report;
+  const fresh = root === null;
+  if (fresh) root = build();
+  container.replaceChildren(root);
+  const resumed = sessionStorage.getItem(CONTINUE_KEY); // set by a run's page: "continue this session"
+  if (resumed) {
+    sessionStorage.removeItem(CONTINUE_KEY);
+    newSession();
+    useSession(resumed);
+    item("note", h("p", { class: "meta" }, "Continuing session ", h("code", null, resumed)));
+  }
+  if (fresh || !parts.agent.options.length) loadAgents().catch(ctx.report);
+  parts.message.focus();
+  return null;
+}

@@ -57,6 +57,37 @@ async def test_a_run_starts_once_and_not_after_a_cancel(store: SQLStore) -> None
     assert await book.claim(_queued(second.session_id), lease_s=60) == []  # the session is free
 
 
+async def test_a_cancel_recorded_before_the_finish_wins_and_the_session_stays_as_it_was(store: SQLStore) -> None:
+    """Cancel, then the run's own finish: the finish writes nothing, so the run stays cancelled and
+    its messages never reach the session (no status flip after the cancel's answer)."""
+    book = RunBook(store)
+    run = _queued(f"s-{secrets.token_hex(4)}")
+    await store.start_run(run, lease_s=60)
+    await book.start(run)
+    assert await book.cancel(run, only_queued=False)
+    run.status, run.output = RunStatus.SUCCEEDED, "too late"
+    await store.finish_run(run, append_to_session=b'["too late"]')
+    record = await store.get_run("alice", run.run_id)
+    assert record is not None and record.status is RunStatus.CANCELLED and record.output is None
+    session = await store.get_session("alice", run.session_id)
+    assert session is not None and session.history_chunks == []
+
+
+async def test_a_finish_recorded_before_the_cancel_wins_with_its_messages(store: SQLStore) -> None:
+    """The run's finish, then a cancel: the cancel changes nothing; succeeded, messages in the session."""
+    book = RunBook(store)
+    run = _queued(f"s-{secrets.token_hex(4)}")
+    await store.start_run(run, lease_s=60)
+    await book.start(run)
+    run.status, run.output = RunStatus.SUCCEEDED, "done"
+    await store.finish_run(run, append_to_session=b'["done"]')
+    assert not await book.cancel(run, only_queued=False)
+    record = await store.get_run("alice", run.run_id)
+    assert record is not None and record.status is RunStatus.SUCCEEDED and record.output == "done"
+    session = await store.get_session("alice", run.session_id)
+    assert session is not None and session.history_chunks == [b'["done"]']
+
+
 async def test_a_session_claim_waits_for_another_runs_live_lease(store: SQLStore) -> None:
     """The run keeps its own lease; another run's unexpired lease blocks it; an expired one does not."""
     book = RunBook(store)

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from agentkeep import __version__
 from agentkeep.config import Settings
 from agentkeep.errors import ConfigError
+from agentkeep.stores.backup import durable_sidecar
 
 __all__ = ["Identity", "dbos_config", "identity", "route_dbos_logs", "system_database_url"]
 
@@ -60,9 +61,8 @@ def system_database_url(database_url: str) -> str:
         database = url.database or ""
         if not database or database == ":memory:":
             raise ConfigError("background runs need a database file: set AGENTKEEP_DATABASE_URL=sqlite:///PATH")
-        path = Path(database)
-        suffix = path.suffix or ".db"
-        return f"sqlite:///{path.with_name(f'{path.stem}-dbos{suffix}')}"
+        # The same name `agentkeep backup` and `restore` carry along with the database.
+        return f"sqlite:///{durable_sidecar(Path(database))}"
     if backend in {"postgresql", "postgres"}:
         return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     raise ConfigError(f"unsupported database {backend!r} for background runs")

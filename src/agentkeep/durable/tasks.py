@@ -18,7 +18,9 @@ polled with `GET /v1/runs/{run_id}`. Each `@step` call inside it is a DBOS step:
 task resumes and every step that finished returns its recorded result instead of running again
 (so a step's arguments and result must pickle, and the task's code must call the same steps in
 the same order given the same results). Outside a task a step is a plain call, handy in tests.
-A step that fails after its retries fails the task with that step's error.
+A step that fails after its retries fails the task with that step's error; a budget refusal
+is not retried. `ask()` inside a task goes through the run pipeline (`asking.py`): the task's run
+records what its agent calls used and cost, and its budget caps them.
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ import functools
 import json
 import time
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from pydantic_ai import Agent
 
-from agentkeep.errors import NotFound, RunFailed
-from agentkeep.failures import classify
+from agentkeep.durable.asking import CURRENT, Tally, TaskContext, current_tally, tally_scope
+from agentkeep.errors import BudgetExceeded, NotFound, PriceUnknown, RunFailed
+from agentkeep.failures import CancelRequested, classify
+from agentkeep.hooks import RunOutcome, RunState
 from agentkeep.models import resolve_model
 from agentkeep.runtime import new_id
 from agentkeep.stores.base import RunRecord, RunStatus
@@ -50,8 +53,6 @@ TaskFunction = Callable[[dict[str, Any]], Awaitable[Any]]
 
 TASKS: dict[str, TaskFunction] = {}
 """Every declared task by name, filled when the TARGET module is imported."""
-
-_IN_TASK: ContextVar[DurableEngine | None] = ContextVar("agentkeep_task_engine", default=None)
 
 
 class StepFailed(Exception):
@@ -87,17 +88,22 @@ def step(
         step_name = name or func.__name__
 
         @functools.wraps(func)
-        async def attempt(*args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return await func(*args, **kwargs)
-            except Exception as exc:
-                raise _portable(exc) from exc
-
-        @functools.wraps(func)
         async def call(*args: P.args, **kwargs: P.kwargs) -> R:
-            if _IN_TASK.get() is None:
+            context = CURRENT.get()
+            if context is None:
                 return await func(*args, **kwargs)
             from dbos import DBOS
+
+            tally, outer, executed = Tally(), current_tally(), False
+
+            async def attempt(*args: P.args, **kwargs: P.kwargs) -> tuple[R, Tally]:
+                nonlocal executed
+                executed = True
+                try:
+                    with tally_scope(tally):
+                        return await func(*args, **kwargs), tally
+                except Exception as exc:
+                    raise _portable(exc) from exc
 
             options: Any = {
                 "name": step_name,
@@ -105,8 +111,13 @@ def step(
                 "max_attempts": retries + 1,
                 "interval_seconds": backoff_s,
                 "backoff_rate": 2.0,
+                "should_retry": _retryable,
             }
-            result: R = await DBOS.run_step_async(options, attempt, *args, **kwargs)
+            result, recorded = await DBOS.run_step_async(options, attempt, *args, **kwargs)
+            if not executed:
+                context.replay(recorded)
+            elif outer is not None:  # a step inside a step: the outer step's checkpoint carries it
+                outer.add(recorded.usage, recorded.tools)
             return result
 
         return call
@@ -116,16 +127,22 @@ def step(
 
 async def ask(agent: Agent[Any, Any], prompt: str) -> str:
     """Run `agent` on `prompt` and return its output as text, on the model the server would use
-    for it (AGENTKEEP_MODEL's override, or the built-in model for an agent without one)."""
-    engine = _IN_TASK.get()
-    served = {id(a): name for name, a in engine.runtime.agents.items()} if engine is not None else {}
-    if id(agent) in served and engine is not None:
-        model = engine.runtime.models[served[id(agent)]]  # resolved once, at startup
+    for it (AGENTKEEP_MODEL's override, or the built-in model for an agent without one).
+
+    Inside a task the call is part of the task's run: budgeted, metered, retried and recorded like
+    any run's model requests. Outside one (a test, a script) it is a plain `agent.run`."""
+    context = CURRENT.get()
+    if context is None:
+        result = await agent.run(prompt, model=resolve_model(None, agent))
     else:
-        model = resolve_model(engine.settings.model if engine is not None else None, agent)
-    result = await agent.run(prompt, model=model)
+        result = await context.ask(agent, prompt)
     output = result.output
     return output if isinstance(output, str) else json.dumps(output, default=str)
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A budget refusal fails the step at once: trying again would only be refused again."""
+    return not isinstance(exc, BudgetExceeded | PriceUnknown)
 
 
 def _portable(exc: Exception) -> Exception:
@@ -169,32 +186,54 @@ class TaskRunner:
     async def execute(self, run_id: str, user_id: str) -> str:
         from dbos import DBOS
 
-        store = self.engine.runtime.store
-        record = await store.get_run(user_id, run_id)
+        from agentkeep.durable.steps import DurableSteps
+
+        runtime = self.engine.runtime
+        record = await runtime.store.get_run(user_id, run_id)
         if record is None or record.status.finished:
             return record.status.value if record else "missing"
-        started_at = await DBOS.run_step_async({"name": "run_started"}, self.engine.runs.start, record)
+        started_now = False
+
+        async def run_started() -> float | None:
+            nonlocal started_now
+            started_now = True
+            return await self.engine.runs.start(record)
+
+        started_at = await DBOS.run_step_async({"name": "run_started"}, run_started)
         if started_at is None:
             return RunStatus.CANCELLED.value
         record.status, record.started_at = RunStatus.RUNNING, started_at
-        fn = TASKS.get(record.metadata.get("task", ""))
-        token = _IN_TASK.set(self.engine)
+        state = RunState(record.run_id, record.session_id, record.user_id, record.agent, background=True)
+        context = TaskContext(runtime, state, [DurableSteps(), *runtime.hooks])
+        outcome = RunOutcome(RunStatus.INTERRUPTED.value, "interrupted")  # unless it ends below
+        token = CURRENT.set(context)
         try:
+            outcome = await self._run(context, record, resumed=not started_now)
+            record.finished_at = time.time()
+            record.duration_ms = (record.finished_at - started_at) * 1000
+            record.usage, record.cost_usd, record.tools_used = state.usage, state.cost_usd, list(state.tools_used)
+            await runtime.store.finish_run(record, append_to_session=None)
+        finally:
+            CURRENT.reset(token)
+            await context.after_run(outcome)
+        return record.status.value
+
+    async def _run(self, context: TaskContext, record: RunRecord, *, resumed: bool) -> RunOutcome:
+        """Run the task's function; set `record`'s outcome from how it ended."""
+        fn = TASKS.get(record.metadata.get("task", ""))
+        try:
+            await context.before_run(resumed=resumed)
             if fn is None:
                 raise RunFailed("internal_error", f"task {record.metadata.get('task')!r} is not declared here")
             output = await fn(json.loads(record.input))
-        except Exception as exc:
-            failure = _failure(exc)
-            record.status, record.error_type, record.error_message = RunStatus.FAILED, *failure
-        else:
-            record.status = RunStatus.SUCCEEDED
-            record.output = output if isinstance(output, str) else json.dumps(output, default=str)
-        finally:
-            _IN_TASK.reset(token)
-        record.finished_at = time.time()
-        record.duration_ms = (record.finished_at - started_at) * 1000
-        await store.finish_run(record, append_to_session=None)
-        return record.status.value
+        except (Exception, CancelRequested) as exc:
+            failure = ("cancelled", "the run was cancelled") if isinstance(exc, CancelRequested) else _failure(exc)
+            record.error_type, record.error_message = failure
+            record.status = RunStatus.CANCELLED if isinstance(exc, CancelRequested) else RunStatus.FAILED
+            return RunOutcome(record.status.value, record.error_type, exc)
+        record.status = RunStatus.SUCCEEDED
+        record.output = output if isinstance(output, str) else json.dumps(output, default=str)
+        return RunOutcome(RunStatus.SUCCEEDED.value)
 
 
 def _failure(exc: Exception) -> tuple[str, str]:

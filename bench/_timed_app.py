@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentkeep.config import load_settings
 from agentkeep.loader import load_agents
 from agentkeep.observability import configure_logging
-from agentkeep.resilience import GracefulServer
+from agentkeep.resilience.shutdown import GracefulServer
 from agentkeep.server import create_app
 
 

@@ -11,12 +11,15 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
 
 from agentkeep import __version__
 from agentkeep.errors import AgentkeepError, ConfigError
+
+if TYPE_CHECKING:
+    from agentkeep.resilience.shutdown import GracefulServer
 
 USAGE_ERROR = 2
 FAILURE = 1
@@ -110,6 +113,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from agentkeep.startup import gc_paused
+
+    with gc_paused():  # the imports and the app: a quarter of the time to /ready otherwise
+        server = _server(args)
+    server.run()
+    return server.exit_code if server.started else FAILURE
+
+
+def _server(args: argparse.Namespace) -> GracefulServer:
     from agentkeep.config import load_settings
     from agentkeep.durable import identity
     from agentkeep.loader import load_agents, target_source
@@ -128,7 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from agentkeep.resilience import GracefulServer
+    from agentkeep.resilience.shutdown import GracefulServer
     from agentkeep.server import create_app
     from agentkeep.server.auth import check_auth
 
@@ -157,8 +169,7 @@ def _serve(args: argparse.Namespace) -> int:
     state = app.state.agentkeep
     server = GracefulServer(config, state, drain_timeout_s=settings.drain_timeout_s)
     state.on_fatal = server.fatal
-    server.run()
-    return server.exit_code if server.started else FAILURE
+    return server
 
 
 def _runs_resume(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from agentkeep.config import Settings
-from agentkeep.resilience import GracefulServer
+from agentkeep.resilience.shutdown import GracefulServer
 from agentkeep.server.state import AppState
 from tests.resilience.conftest import eventually
 from tests.support.server import free_port

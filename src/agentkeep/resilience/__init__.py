@@ -6,7 +6,8 @@
     model.py          BreakerModel / ModelGuard: a model behind its breaker
     hook.py           Resilience: the Hook applying breakers and retries to every run
     ratelimit.py      RateLimit: ASGI middleware, moving window per API key or address
-    shutdown.py       GracefulServer: drain on SIGTERM/SIGINT, then stop; exit 0
+    shutdown.py       GracefulServer: drain on SIGTERM/SIGINT, then stop; exit 0 (imported
+                      from its module: it loads uvicorn, which a Lambda container never needs)
 
 A low layer: it knows hooks, config and errors, never the runtime or the server, which wire it
 (see `agentkeep.server.guards` and `agentkeep.cli`). Backpressure (the concurrency cap) lives in
@@ -25,15 +26,12 @@ from agentkeep.resilience.hook import Resilience, open_breaker
 from agentkeep.resilience.model import BreakerModel, ModelGuard
 from agentkeep.resilience.ratelimit import RateLimit, RateLimiter, caller_key
 from agentkeep.resilience.retry import RetryPolicy, exponential_backoff, full_jitter, is_transient
-from agentkeep.resilience.shutdown import Drainable, GracefulServer
 
 __all__ = [
     "BreakerBackend",
     "BreakerModel",
     "CircuitBreaker",
     "CircuitState",
-    "Drainable",
-    "GracefulServer",
     "MemoryBreakerBackend",
     "ModelCircuitOpen",
     "ModelGuard",

@@ -40,6 +40,7 @@ NOT_FOR_A_SYNC_RUN = {
     "aiosqlite": "SQLite is refused on Lambda",
     "anthropic": "the agent's model is OpenAI's; each provider's SDK loads with its model",
     "xllamacpp": "the built-in local model loads only when an agent uses it",
+    "uvicorn": "Lambda's runtime calls the handler; only `agentkeep serve` runs an HTTP server",
 }
 
 _CHILD = """

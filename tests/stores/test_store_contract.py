@@ -59,6 +59,36 @@ async def test_a_finished_run_appends_its_messages_to_the_session(store: Store) 
     assert (record.status, record.output, record.usage.requests) == (RunStatus.SUCCEEDED, "out", 2)
 
 
+async def test_every_field_of_a_finished_run_reads_back_as_written(store: Store) -> None:
+    """JSON, boolean and binary columns survive the write path (SQLite's runs on the driver itself),
+    and a run's outcome is written once: a second finish changes nothing."""
+    sid = _sid()
+    run = _run(sid, metadata={"team": "a", "n": [1, 2]}, webhook_url="https://example.test/hook")
+    run.started_at = run.created_at
+    await store.start_run(run, lease_s=60)
+    run.status, run.output, run.cost_usd, run.duration_ms = RunStatus.SUCCEEDED, "out ✓", 0.25, 12.5
+    run.finished_at, run.tools_used = time.time(), ["add", "search"]
+    run.usage = Usage(requests=2, tool_calls=1, input_tokens=7, output_tokens=5)
+    run.messages_json, run.steps_json = b'["m"]', b'[{"kind": "model"}]'
+    await store.finish_run(run, append_to_session=b'["m"]')
+    run.status, run.output = RunStatus.FAILED, "overwritten"
+    await store.finish_run(run, append_to_session=b'["again"]')
+
+    record = await store.get_run("alice", run.run_id)
+    assert record is not None
+    assert (record.status, record.output, record.cost_usd, record.duration_ms) == (
+        RunStatus.SUCCEEDED,
+        "out ✓",
+        0.25,
+        12.5,
+    )
+    assert (record.metadata, record.webhook_url, record.background) == (run.metadata, run.webhook_url, False)
+    assert (record.tools_used, record.usage.as_dict()) == (["add", "search"], run.usage.as_dict())
+    assert (record.messages_json, record.steps_json) == (b'["m"]', b'[{"kind": "model"}]')
+    session = await store.get_session("alice", sid)
+    assert session is not None and session.history_chunks == [b'["m"]']
+
+
 async def test_second_claim_on_a_running_session_is_busy_and_records_nothing(store: Store) -> None:
     """Only one run writes a session at a time; the refused run leaves no record behind."""
     sid = _sid()

@@ -26,11 +26,42 @@ from agentkeep.errors import ConfigError, SessionBusy
 from agentkeep.stores import reports, schema
 from agentkeep.stores.backup import BackupError, DatabaseLock
 from agentkeep.stores.base import HourUsage, RunQuery, RunRecord, RunStatus, SessionRecord, Store, Usage
-from agentkeep.stores.sqlite_writer import SQLiteWriter
+from agentkeep.stores.sqlite_writer import SQLiteWriter, precompiled
 
 _PG_MIGRATION_LOCK = 0x6167_6B70  # any constant shared by every agentkeep process
 # A run's outcome is written once: only a run still in one of these may be moved to a final status.
 _UNFINISHED = [status.value for status in RunStatus if not status.finished]
+
+# A run's statements, built once with every value a parameter (named `b_…` where a column's own name
+# is taken by the SET clause): cheap for SQLAlchemy to cache, and run directly on SQLite's driver.
+_s, _h, _r = schema.sessions, schema.session_history, schema.runs
+_SESSION = (_s.c.user_id == sa.bindparam("b_user_id"), _s.c.session_id == sa.bindparam("b_session_id"))
+_CLAIM = precompiled(
+    _s.update()
+    .where(*_SESSION, sa.or_(_s.c.busy_run_id.is_(None), _s.c.busy_until < sa.bindparam("b_now")))
+    .values(busy_run_id=sa.bindparam("b_run_id"), busy_until=sa.bindparam("b_until"))
+)
+_INSERT_RUN = precompiled(_r.insert())
+_HISTORY = precompiled(
+    sa.select(_h.c.messages)
+    .where(_h.c.user_id == sa.bindparam("b_user_id"), _h.c.session_id == sa.bindparam("b_session_id"))
+    .order_by(_h.c.seq)
+)
+# `status IN (…)` as ORs: an IN list is expanded per execution, these are plain parameters.
+_RECORD_RUN = precompiled(
+    _r.update().where(_r.c.run_id == sa.bindparam("b_run_id"), sa.or_(*(_r.c.status == v for v in _UNFINISHED)))
+)
+_RELEASE = precompiled(
+    _s.update()
+    .where(*_SESSION, _s.c.busy_run_id == sa.bindparam("b_run_id"))
+    .values(busy_run_id=None, busy_until=None, updated_at=sa.bindparam("b_now"))
+)
+_NEXT_SEQ = precompiled(
+    sa.select(sa.func.coalesce(sa.func.max(_h.c.seq), 0) + 1).where(
+        _h.c.user_id == sa.bindparam("b_user_id"), _h.c.session_id == sa.bindparam("b_session_id")
+    )
+)
+_APPEND = precompiled(_h.insert())
 
 
 def async_url(url: str) -> sa.URL:
@@ -75,6 +106,7 @@ class SQLStore(Store):
         self._sqlite_writer: SQLiteWriter | None = None  # a SQLite file's write transactions
         self._write_turn = asyncio.Lock()
         self._lock: DatabaseLock | None = None  # SQLite: tells `agentkeep restore` the file is in use
+        self._create_session = precompiled(self._insert_ignore(self.dialect, schema.sessions))
 
     @property
     def engine(self) -> AsyncEngine:
@@ -167,47 +199,35 @@ class SQLStore(Store):
     # --- sessions ---
 
     async def start_run(self, run: RunRecord, lease_s: float) -> list[bytes]:
-        s = schema.sessions
         user_id, session_id, run_id = run.user_id, run.session_id, run.run_id
         now = time.time()
+        session = {"b_user_id": user_id, "b_session_id": session_id}
         async with self.writer() as conn:
             await conn.execute(
-                self._insert_ignore(
-                    s,
-                    {
-                        "user_id": user_id,
-                        "session_id": session_id,
-                        "created_at": now,
-                        "updated_at": now,
-                    },
-                )
+                self._create_session,
+                {"user_id": user_id, "session_id": session_id, "created_at": now, "updated_at": now},
             )
             claimed = await conn.execute(
-                s.update()
-                .where(s.c.user_id == user_id, s.c.session_id == session_id)
-                .where(sa.or_(s.c.busy_run_id.is_(None), s.c.busy_until < now))
-                .values(busy_run_id=run_id, busy_until=now + lease_s)
+                _CLAIM, {**session, "b_now": now, "b_run_id": run_id, "b_until": now + lease_s}
             )
             if claimed.rowcount != 1:
                 raise SessionBusy(f"session {session_id!r} is running another request; retry when it finishes")
-            await conn.execute(schema.runs.insert(), _run_row(run))
+            await conn.execute(_INSERT_RUN, _run_row(run))
             return await self._history(conn, user_id, session_id)
 
-    def _insert_ignore(self, table: sa.Table, values: dict[str, Any]) -> sa.Insert:
-        if self.dialect == "postgresql":
+    @staticmethod
+    def _insert_ignore(dialect: str, table: sa.Table) -> sa.Insert:
+        if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            return pg_insert(table).values(**values).on_conflict_do_nothing()
+            return pg_insert(table).on_conflict_do_nothing()
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return sqlite_insert(table).values(**values).on_conflict_do_nothing()
+        return sqlite_insert(table).on_conflict_do_nothing()
 
     @staticmethod
     async def _history(conn: AsyncConnection, user_id: str, session_id: str) -> list[bytes]:
-        h = schema.session_history
-        rows = await conn.execute(
-            sa.select(h.c.messages).where(h.c.user_id == user_id, h.c.session_id == session_id).order_by(h.c.seq)
-        )
+        rows = await conn.execute(_HISTORY, {"b_user_id": user_id, "b_session_id": session_id})
         return [bytes(r) for r in rows.scalars()]
 
     async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
@@ -263,44 +283,28 @@ class SQLStore(Store):
             await conn.execute(schema.runs.update().where(schema.runs.c.run_id == run_id).values(**values))
 
     async def finish_run(self, run: RunRecord, *, append_to_session: bytes | None) -> None:
-        s, h, r = schema.sessions, schema.session_history, schema.runs
         now = time.time()
         async with self.writer() as conn:
             row = _run_row(run)
             del row["run_id"]
-            # The row as parameters, not `.values()`: a statement with no literals is cheap to build and cache.
-            recorded = await conn.execute(
-                r.update().where(r.c.run_id == sa.bindparam("b_run_id"), r.c.status.in_(_UNFINISHED)),
-                {**row, "b_run_id": run.run_id},
-            )
+            recorded = await conn.execute(_RECORD_RUN, {**row, "b_run_id": run.run_id})
             if recorded.rowcount != 1:
                 return  # it finished meanwhile (a cancel came first): that outcome stands, the session untouched
-            owner = (
-                s.c.user_id == run.user_id,
-                s.c.session_id == run.session_id,
-                s.c.busy_run_id == run.run_id,
-            )
-            released = await conn.execute(
-                s.update().where(*owner).values(busy_run_id=None, busy_until=None, updated_at=now)
-            )
+            session = {"b_user_id": run.user_id, "b_session_id": run.session_id}
+            released = await conn.execute(_RELEASE, {**session, "b_run_id": run.run_id, "b_now": now})
             # A run whose lease lapsed (and may have been taken over) must not write into the history.
             if append_to_session is not None and released.rowcount == 1:
-                next_seq = (
-                    await conn.execute(
-                        sa.select(sa.func.coalesce(sa.func.max(h.c.seq), 0) + 1).where(
-                            h.c.user_id == run.user_id, h.c.session_id == run.session_id
-                        )
-                    )
-                ).scalar_one()
+                next_seq = (await conn.execute(_NEXT_SEQ, session)).scalar_one()
                 await conn.execute(
-                    h.insert().values(
-                        user_id=run.user_id,
-                        session_id=run.session_id,
-                        seq=next_seq,
-                        run_id=run.run_id,
-                        messages=append_to_session,
-                        created_at=now,
-                    )
+                    _APPEND,
+                    {
+                        "user_id": run.user_id,
+                        "session_id": run.session_id,
+                        "seq": next_seq,
+                        "run_id": run.run_id,
+                        "messages": append_to_session,
+                        "created_at": now,
+                    },
                 )
 
     async def get_run(self, user_id: str, run_id: str) -> RunRecord | None:

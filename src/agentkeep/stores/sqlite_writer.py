@@ -12,6 +12,10 @@ its fsync, is turned off on that connection and run on the thread every `CHECKPO
 Otherwise the transaction begins on the thread, where a connection with a busy timeout waits for
 the lock; its statements still run on the loop, and its end on the thread, whose queue keeps it
 after the begin even when the caller is cancelled in between.
+
+A statement marked `precompiled` (see `precompiled()`: a constant the store builds once) is compiled
+once per set of parameter names and then runs straight on the `sqlite3` connection: SQLAlchemy's
+per-execution work (cache key, execution context, result wrapping) was most of a run's store CPU.
 """
 
 from __future__ import annotations
@@ -20,16 +24,80 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import sqlite
 
 from agentkeep.budget.transactor import CHECKPOINT_EVERY, sqlite_busy, sqlite_write_lock
 
-__all__ = ["SQLiteWriter", "WriteConnection"]
+__all__ = ["SQLiteWriter", "WriteConnection", "precompiled"]
 
 T = TypeVar("T")
+E = TypeVar("E", bound=sa.Executable)
+
+_PRECOMPILED = "agentkeep_precompiled"
+_DIALECT = sqlite.dialect()
+
+
+def precompiled(statement: E) -> E:
+    """Mark a statement built once (at import, or once per store) for `WriteConnection`'s direct
+    path; elsewhere it runs as any statement. Its values are parameters or constants of its own."""
+    return statement.execution_options(**{_PRECOMPILED: True})
+
+
+class _Plan:
+    """A statement compiled for SQLite: its SQL, and how to order and convert its parameters and rows."""
+
+    def __init__(self, statement: sa.Executable, keys: tuple[str, ...]) -> None:
+        compiled = cast(
+            sa.sql.compiler.SQLCompiler,
+            cast(sa.ClauseElement, statement).compile(dialect=_DIALECT, column_keys=list(keys)),
+        )
+        self.sql = compiled.string
+        # (the caller's parameter name, or None for a constant of the statement; the constant; its conversion)
+        self.params: list[tuple[str | None, Any, Callable[[Any], Any] | None]] = []
+        for name in compiled.positiontup or ():
+            bind = compiled.binds[name]
+            convert = bind.type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
+            if bind.required and name not in keys:
+                raise ValueError(f"no value for parameter {name!r} of a precompiled statement")
+            self.params.append((name, None, convert) if name in keys else (None, bind.effective_value, convert))
+        columns = statement.selected_columns if isinstance(statement, sa.Select) else ()
+        self.returns_rows = isinstance(statement, sa.Select)
+        self.convert_rows = [c.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None) for c in columns]
+
+    def execute(self, driver: Any, parameters: Mapping[str, Any]) -> _Rows:
+        values = []
+        for name, constant, convert in self.params:
+            value = constant if name is None else parameters[name]
+            values.append(value if convert is None else convert(value))
+        cursor = driver.execute(self.sql, values)
+        if not self.returns_rows:
+            return _Rows([], cursor.rowcount)
+        rows = cursor.fetchall()
+        if any(self.convert_rows):
+            rows = [tuple(c(v) if c else v for c, v in zip(self.convert_rows, row, strict=True)) for row in rows]
+        return _Rows(rows, cursor.rowcount)
+
+
+class _Rows:
+    """The part of a `Result` the store reads from a precompiled statement: fetched rows, rowcount."""
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def scalars(self) -> list[Any]:
+        return [row[0] for row in self._rows]
+
+    def scalar_one(self) -> Any:
+        if not self._rows:
+            raise sa.exc.NoResultFound("No row was found when one was required")
+        if len(self._rows) > 1:
+            raise sa.exc.MultipleResultsFound("Multiple rows were found when exactly one was required")
+        return self._rows[0][0]
 
 
 class WriteConnection:
@@ -45,6 +113,11 @@ class WriteConnection:
 
     async def execute(self, statement: sa.Executable, parameters: Mapping[str, Any] | None = None) -> sa.Result[Any]:
         conn = self._conn or await self._open()
+        if statement.get_execution_options().get(_PRECOMPILED):
+            driver = conn.connection.driver_connection
+            return cast(
+                sa.Result[Any], self._writer.plan(statement, parameters or {}).execute(driver, parameters or {})
+            )
         result = conn.execute(statement, dict(parameters) if parameters else None)
         return result.freeze()() if result.returns_rows else result
 
@@ -95,6 +168,16 @@ class SQLiteWriter:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="agentkeep-store")
         self._commits = 0
         self._checkpoint: asyncio.Future[None] | None = None
+        # (id, parameter names) → plan; each entry holds its statement, so the id stays its own.
+        self._plans: dict[tuple[int, tuple[str, ...]], tuple[sa.Executable, _Plan]] = {}
+
+    def plan(self, statement: sa.Executable, parameters: Mapping[str, Any]) -> _Plan:
+        """The compiled form of a `precompiled` statement for these parameter names."""
+        keys = tuple(parameters)
+        cached = self._plans.get((id(statement), keys))
+        if cached is None:
+            cached = self._plans[id(statement), keys] = (statement, _Plan(statement, keys))
+        return cached[1]
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)

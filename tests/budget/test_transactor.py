@@ -58,3 +58,38 @@ async def test_a_write_waits_for_another_connections_lock_off_the_loop(store: SQ
         assert await transactor.read(_count) == 1
     finally:
         transactor.close()
+
+
+async def test_a_cancelled_settle_that_waited_still_lands_before_the_cancel(store: SQLStore, tmp_path: Path) -> None:
+    book = Ledger(store.engine)
+    transactor = Transactor(store.engine)
+    other = sqlite3.connect(tmp_path / "agentkeep.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the settle must wait for this lock, on a thread
+        task = asyncio.create_task(book.settle(Entry("run-1", "alice", "s1", "a", "model", "m", 1, 2, 5), None))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert not task.done(), "the cancelled caller returned before its settle ended"
+        other.execute("COMMIT")
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, WAIT_S)
+        assert await transactor.read(_count) == 1, "the settle was lost to the cancellation"
+    finally:
+        other.close()
+        book.close()
+        transactor.close()
+
+
+async def test_a_settle_that_need_not_wait_ends_without_yielding_to_the_loop(store: SQLStore) -> None:
+    """No task and no loop turn: the first step of the coroutine is the whole settle."""
+    book = Ledger(store.engine)
+    settling = book.settle(Entry("run-1", "alice", "s1", "a", "model", "m", 1, 2, 5), None)
+    try:
+        with pytest.raises(StopIteration) as ended:
+            settling.send(None)
+        settled = ended.value.value
+        assert settled.session_spent_nano == 5 and settled.day_spent_nano == 5
+    finally:
+        settling.close()
+        book.close()

@@ -13,7 +13,6 @@ ledger, so usage and a cap configured later start from the truth.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -225,7 +224,7 @@ class Budget(Hook):
             return await proceed()
         except BaseException:
             state.held_nano -= amount
-            await _finish(self.ledger.release(reservation))
+            await self.ledger.release(reservation)  # ends even if this run is cancelled
             raise
         finally:
             keeper.stop()
@@ -240,9 +239,7 @@ class Budget(Hook):
         state.spent_nano += entry.cost_nano or 0
         state.unpriced = state.unpriced or entry.cost_nano is None
         run.cost_usd = None if state.unpriced else to_usd(state.spent_nano)
-        settled = await _finish(
-            self.ledger.settle(entry, reservation, close=close, caps=self.caps, thresholds=self.thresholds)
-        )
+        settled = await self.ledger.settle(entry, reservation, close=close, caps=self.caps, thresholds=self.thresholds)
         if reservation is not None and not settled.held_released:
             log.warning("budget_reservation_expired_in_flight", run_id=run.run_id, reserved=to_usd(amount))
         if settled.alerts and self.alerts is not None:
@@ -320,17 +317,6 @@ def _state(run: RunState) -> _RunBudget:
     if not isinstance(state, _RunBudget):  # a run whose before_run another hook refused first
         state = run.extras["budget"] = _RunBudget()
     return state
-
-
-async def _finish(work: Awaitable[Any]) -> Any:
-    """Let a ledger write complete even when the run is cancelled meanwhile: money must add up."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await task
-        raise
 
 
 def _model_name(model: Any) -> str:

@@ -139,8 +139,9 @@ class Ledger:
         return bool(conn.execute(update.values(expires_at=time.time() + self.ttl_s)).rowcount)
 
     async def release(self, reservation: Reservation) -> None:
-        """Give a reservation back unspent (its request failed before a response)."""
-        await self._db.write(partial(self._release, reservation))
+        """Give a reservation back unspent (its request failed before a response); a cancelled
+        caller still waits for it to end."""
+        await self._db.write(partial(self._release, reservation), finish=True)
 
     def _release(self, r: Reservation, conn: Conn) -> None:
         if self._drop(conn, r.id):
@@ -187,9 +188,9 @@ class Ledger:
 
         `close` names the scopes (session, user_day) to close because the provider billed more than
         was reserved. Without a reservation (no cap applies) the spend is still counted, so a cap
-        configured later starts from the truth.
+        configured later starts from the truth. A cancelled caller still waits for it to end.
         """
-        return await self._db.write(partial(self._settle, entry, reservation, close, caps, thresholds))
+        return await self._db.write(partial(self._settle, entry, reservation, close, caps, thresholds), finish=True)
 
     def _settle(
         self,

@@ -7,6 +7,7 @@ executes a run at a time.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +32,14 @@ USER_DAY = "user_day"
 
 def utc_day(ts: float | None = None) -> str:
     """The UTC day of `ts` (default: now), the period of a user's daily budget."""
-    return datetime.fromtimestamp(time.time() if ts is None else ts, UTC).strftime("%Y-%m-%d")
+    # POSIX time has exactly 86400 s a day, so the day's number names it; formatting it is what
+    # costs, once a day rather than on every settle.
+    return _day_name(int((time.time() if ts is None else ts) // 86400))
+
+
+@functools.lru_cache(maxsize=4)
+def _day_name(day: int) -> str:
+    return datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
 
 
 @dataclass(frozen=True)

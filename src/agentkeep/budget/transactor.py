@@ -27,7 +27,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar, cast
 
@@ -111,13 +111,24 @@ class Transactor:
         compiled = cast(sa.ClauseElement, statement).compile(dialect=_NAMED_SQLITE)
         self._compiled[id(statement)] = (statement, str(compiled), dict(compiled.params))
 
-    async def write(self, body: Body[T], tries: int = 5) -> T:
-        """Run `body` in a write transaction; committed if it returns, rolled back if it raises."""
+    async def write(self, body: Body[T], tries: int = 5, *, finish: bool = False) -> T:
+        """Run `body` in a write transaction; committed if it returns, rolled back if it raises.
+
+        With `finish`, a caller cancelled meanwhile still sees the transaction end before its
+        `CancelledError` (money must add up). One run at once on the loop never suspends, so it can
+        not be cancelled midway and needs no task of its own: that costs a loop turn per write.
+        """
         if self._threads is not None:
             try:
                 return self._run_at_once(body, write=True)
             except _WouldWait:
-                return await asyncio.get_running_loop().run_in_executor(self._threads, self._run_sqlite, body, True)
+                pass
+        waiting = self._write_waiting(body, tries)
+        return await (_finish(waiting) if finish else waiting)
+
+    async def _write_waiting(self, body: Body[T], tries: int) -> T:
+        if self._threads is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._threads, self._run_sqlite, body, True)
         for attempt in range(1, tries + 1):
             try:
                 async with self.engine.execution_options(write=True).begin() as conn:
@@ -226,6 +237,17 @@ class _SQLiteConn:
         element = cast(sa.ClauseElement, statement)
         compiled = element.compile(dialect=_NAMED_SQLITE, compile_kwargs={"render_postcompile": True})
         return _SQLiteRows(self._driver.execute(str(compiled), {**compiled.params, **(params or {})}))
+
+
+async def _finish(work: Awaitable[T]) -> T:
+    """Await `work` to its end even when the caller is cancelled meanwhile, then re-raise."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await task
+        raise
 
 
 def _transaction(driver: Any, body: Body[T], compiled: dict[int, _Prepared], *, write: bool) -> T:

@@ -21,13 +21,13 @@ import asyncio
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from _common import BENCH_AGENT, start_server
 
 from agentkeep.testing.mock_llm import MockLLMProcess, Reply
 
@@ -40,20 +40,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def start_server(env: dict[str, str], workdir: str, port: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, str(TIMING_APP), str(HERE / "bench_agent.py"), str(port)]
-    proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        time.sleep(0.02)
 
 
 async def measure(url: str, runs: int, concurrency: int) -> tuple[list[float], list[float]]:
@@ -108,7 +94,7 @@ def main() -> None:
             env["AGENTKEEP_REDIS_URL"] = args.redis
             env["AGENTKEEP_MODEL"] = f"openai-chat:bench-{os.getpid()}"  # a fresh breaker key
         port = free_port()
-        proc = start_server(env, workdir, port)
+        proc = start_server(env, workdir, port, cmd=[sys.executable, str(TIMING_APP), str(BENCH_AGENT), str(port)])
         url = f"http://127.0.0.1:{port}"
         try:
             opened = httpx.post(f"{url}/v1/runs", json={"message": "open it"}, timeout=30)

@@ -34,6 +34,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from _common import start_server
 
 from agentkeep.testing.mock_llm import MockLLMProcess, Reply
 
@@ -168,20 +169,6 @@ def _when(iso: str) -> datetime:
     return datetime.fromisoformat(iso.replace("Z", "+00:00"))
 
 
-def serve(env: dict[str, str], workdir: str, port: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "agentkeep", "serve", str(HERE / "bench_agent.py"), "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit("the server did not become ready")
-
-
 def scratch_postgres() -> tuple[str, str]:
     import psycopg
 
@@ -232,7 +219,7 @@ def main() -> None:
                 "AGENTKEEP_RATE_LIMIT": "100000000/minute",
                 "AGENTKEEP_USER_CONCURRENCY": str(args.concurrency),
             }
-            proc = serve(env, workdir, args.port)
+            proc = start_server(env, workdir, args.port)
             try:
                 url = f"http://127.0.0.1:{args.port}"
                 asyncio.run(throughput(url, 20, 8, background=True))  # warm up: engine, queue, schemas

@@ -15,13 +15,12 @@ import asyncio
 import multiprocessing
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from _common import start_server
 
 from agentkeep.testing.mock_llm import MockLLMProcess, Reply
 
@@ -47,23 +46,6 @@ def load(url: str, concurrency: int, seconds: float, done: multiprocessing.Queue
         return finished
 
     done.put(asyncio.run(main()))
-
-
-def start_server(env: dict[str, str], workdir: str, port: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "agentkeep", "serve", str(HERE / "bench_agent.py"), "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        time.sleep(0.05)
-    proc.terminate()
-    raise SystemExit("server not ready after 60 s")
 
 
 def probe(url: str, seconds: float) -> tuple[dict[str, list[float]], int]:

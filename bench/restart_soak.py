@@ -21,13 +21,13 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from _common import start_server
 
 from agentkeep.testing.mock_llm import MockLLMProcess, Reply
 
@@ -51,23 +51,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def start_server(env: dict[str, str], workdir: str, port: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "agentkeep", "serve", str(HERE / "bench_agent.py"), "--port", str(port)]
-    with Path(workdir, f"server-{port}.log").open("ab") as log:
-        proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.02)
-    raise SystemExit(f"server did not start (exit {proc.poll()})")
 
 
 async def one_run(client: httpx.AsyncClient, stream: bool) -> tuple[int, bool, str]:
@@ -150,7 +133,8 @@ def main() -> None:
         bad_exits = 0
         for n in range(1, args.restarts + 1):
             port = free_port()
-            proc = start_server(env, workdir, port)
+            with Path(workdir, f"server-{port}.log").open("ab") as log:
+                proc = start_server(env, workdir, port, log=log)
             cycle = asyncio.run(load_and_stop(proc, f"http://127.0.0.1:{port}", args.clients, args.load_s))
             bad_exits += cycle.exit_code != 0 or cycle.drain_s >= DRAIN_TIMEOUT_S
             print(

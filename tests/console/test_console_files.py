@@ -56,6 +56,15 @@ def test_each_file_has_its_type_and_revalidates_to_304(served: ServerProcess, na
     assert again.status_code == 304 and again.content == b""
 
 
+def test_head_answers_like_get_without_a_body(served: ServerProcess) -> None:
+    """`curl -I` and uptime checkers ask HEAD /: the same status and headers, no body."""
+    get = served.client.get("/console/app.js")
+    head = served.client.head("/console/app.js")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["etag"] == get.headers["etag"] and head.headers["content-type"] == get.headers["content-type"]
+    assert served.client.head("/").status_code == 200
+
+
 @pytest.mark.parametrize("name", ["missing.js", "..%2Fserver%2Fconsole.py", "%2e%2e%2f__init__.py"])
 def test_only_the_shipped_files_are_served(served: ServerProcess, name: str) -> None:
     """Anything else is the contract's 404 envelope; no path is ever joined from the URL."""

@@ -85,12 +85,12 @@ def _serve(request: Request, file: _File) -> Response:
     return Response(file.body, media_type=file.content_type, headers=headers)
 
 
-@router.get("/", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 async def console_page(request: Request) -> Response:
     return _serve(request, _index(bool(request.app.state.auth.required)))
 
 
-@router.get("/console/{name}", include_in_schema=False)
+@router.api_route("/console/{name}", methods=["GET", "HEAD"], include_in_schema=False)
 async def console_file(request: Request, name: str) -> Response:
     if name == "index.html":
         return await console_page(request)

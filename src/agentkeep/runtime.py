@@ -1,4 +1,4 @@
-"""The run pipeline every entry point goes through: HTTP now, the worker and Lambda later.
+"""The run pipeline every entry point goes through: HTTP, the durable worker and Lambda.
 
     prepare()  validate the input, pick the agent, record the run and claim its session
     execute()  load history → run the agent with the hooks around every model request and tool
@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from pydantic_ai import Agent, UsageLimits
@@ -49,6 +49,7 @@ ANONYMOUS_USER = "anonymous"
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _LEASE_MARGIN_S = 30.0
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -232,8 +233,9 @@ class Runtime:
                 if isinstance(exc, asyncio.CancelledError) and not self._was_interrupted(task):
                     raise
                 raise failure from None
-            new_messages = result.new_messages()
-            await self._finish_succeeded(record, state, result, new_messages)
+            if not await self._finish_succeeded(record, state, result, result.new_messages()):
+                outcome = RunOutcome(RunStatus.CANCELLED.value, "cancelled")  # a cancel was recorded first
+                raise RunFailed("cancelled", "the run was cancelled as it finished; its answer was not kept")
             outcome = RunOutcome(RunStatus.SUCCEEDED.value)
             payload = self.result_payload(record)
             if emit is not None:
@@ -274,12 +276,12 @@ class Runtime:
 
     async def _finish_succeeded(
         self, record: RunRecord, state: RunState, result: AgentRunResult[Any], new: list[ModelMessage]
-    ) -> None:
+    ) -> bool:
         record.status = RunStatus.SUCCEEDED
         record.output = _output_text(result.output)
         self._fill(record, state)
         record.messages_json = ModelMessagesTypeAdapter.dump_json(new)
-        await _shielded(self.store.finish_run(record, append_to_session=record.messages_json))
+        return await _shielded(self.store.finish_run(record, append_to_session=record.messages_json))
 
     async def _finish_failed(
         self, record: RunRecord, state: RunState, capability: PipelineCapability, failure: RunFailed
@@ -368,16 +370,13 @@ class Runtime:
 
 
 def failure_status(failure: RunFailed) -> str:
-    if failure.error_type == "cancelled":
-        return RunStatus.CANCELLED.value
-    if failure.error_type == "interrupted":
-        return RunStatus.INTERRUPTED.value
-    return RunStatus.FAILED.value
+    stopped = {"cancelled": RunStatus.CANCELLED, "interrupted": RunStatus.INTERRUPTED}
+    return stopped.get(failure.error_type, RunStatus.FAILED).value
 
 
-async def _shielded(work: Awaitable[None]) -> None:
+async def _shielded(work: Awaitable[_T]) -> _T:
     """Persist even when the caller is being cancelled: an acknowledged outcome must be written."""
-    await asyncio.shield(asyncio.ensure_future(work))
+    return await asyncio.shield(asyncio.ensure_future(work))
 
 
 def _output_text(output: object) -> str:

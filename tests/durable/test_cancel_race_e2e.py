@@ -6,6 +6,7 @@ recorded) by the agent's output validator, which waits for a file the test creat
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -41,6 +42,11 @@ def _recorded_attempt(server: ServerProcess, run_id: str) -> bool:
     return any('"run.finished"' in line and run_id in line for line in server.output().splitlines())
 
 
+def _logged_statuses(server: ServerProcess, run_id: str) -> list[str]:
+    lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    return [line["status"] for line in lines if line.get("event") == "run.finished" and line.get("run_id") == run_id]
+
+
 def _session_contents(server: ServerProcess, session_id: str) -> list[str]:
     body: dict[str, Any] = server.client.get(f"/v1/sessions/{session_id}").json()
     return [message["content"] for message in body["messages"]]
@@ -66,6 +72,13 @@ def test_a_cancel_answered_before_the_run_records_its_success_stands(mock_llm: M
         run = run_status(server, run_id)
         assert run["status"] == "cancelled" and run["error"]["type"] == "cancelled", run
         assert _session_contents(server, "s-race") == []
+        # The process's own account (log line, metrics) agrees with the database: cancelled, not succeeded.
+        assert _logged_statuses(server, run_id) == ["cancelled"]
+        runs_total = [
+            line for line in server.client.get("/metrics").text.splitlines() if line.startswith("agentkeep_runs_total{")
+        ]
+        assert any('status="cancelled"' in line for line in runs_total), runs_total
+        assert not any('status="succeeded"' in line for line in runs_total), runs_total
         assert server.post_run(message="next", session_id="s-race").status_code == 200  # the session is free
 
 

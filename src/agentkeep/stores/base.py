@@ -126,10 +126,11 @@ class Store(ABC):
         """Record a new run."""
 
     @abstractmethod
-    async def finish_run(self, run: RunRecord, *, append_to_session: bytes | None) -> None:
+    async def finish_run(self, run: RunRecord, *, append_to_session: bytes | None) -> bool:
         """Record the run's outcome, append its messages to the session when given, release the
         session's lease: all in one transaction, so a crash leaves either all of it or none.
-        A run that already has a final status (a cancel came first) is left as it is: nothing is written."""
+        A run that already has a final status (a cancel came first) is left as it is: nothing is
+        written, and False says so."""
 
     @abstractmethod
     async def update_run_status(self, run_id: str, status: RunStatus, *, started_at: float | None = None) -> None:

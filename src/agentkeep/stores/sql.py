@@ -282,14 +282,14 @@ class SQLStore(Store):
         async with self.writer() as conn:
             await conn.execute(schema.runs.update().where(schema.runs.c.run_id == run_id).values(**values))
 
-    async def finish_run(self, run: RunRecord, *, append_to_session: bytes | None) -> None:
+    async def finish_run(self, run: RunRecord, *, append_to_session: bytes | None) -> bool:
         now = time.time()
         async with self.writer() as conn:
             row = _run_row(run)
             del row["run_id"]
             recorded = await conn.execute(_RECORD_RUN, {**row, "b_run_id": run.run_id})
             if recorded.rowcount != 1:
-                return  # it finished meanwhile (a cancel came first): that outcome stands, the session untouched
+                return False  # it finished meanwhile (a cancel came first): that outcome stands, the session untouched
             session = {"b_user_id": run.user_id, "b_session_id": run.session_id}
             released = await conn.execute(_RELEASE, {**session, "b_run_id": run.run_id, "b_now": now})
             # A run whose lease lapsed (and may have been taken over) must not write into the history.
@@ -306,6 +306,7 @@ class SQLStore(Store):
                         "created_at": now,
                     },
                 )
+        return True
 
     async def get_run(self, user_id: str, run_id: str) -> RunRecord | None:
         r = schema.runs

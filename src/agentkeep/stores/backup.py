@@ -228,8 +228,8 @@ def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def _check(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
-    """Refuse a database that fails `integrity_check` or is not agentkeep's; count its sessions and runs."""
+def _sound_tables(conn: sqlite3.Connection, path: Path) -> set[str]:
+    """The database's table names, once it passes `integrity_check`; else `BackupError`."""
     try:
         verdict = [row[0] for row in conn.execute("PRAGMA integrity_check")]
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -237,6 +237,12 @@ def _check(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
         raise BackupError(f"{path} is not a readable SQLite database: {exc}") from None
     if verdict != ["ok"]:
         raise BackupError(f"{path} fails PRAGMA integrity_check: {verdict[0]}")
+    return tables
+
+
+def _check(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
+    """Refuse a database that fails `integrity_check` or is not agentkeep's; count its sessions and runs."""
+    tables = _sound_tables(conn, path)
     if _SCHEMA_TABLE not in tables:
         raise BackupError(f"{path} is not an agentkeep database (no {_SCHEMA_TABLE} table)")
     counts = [
@@ -248,14 +254,7 @@ def _check(conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
 
 def _check_durable(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse a durable sidecar that fails `integrity_check` or is not DBOS's system database."""
-    try:
-        verdict = [row[0] for row in conn.execute("PRAGMA integrity_check")]
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as exc:
-        raise BackupError(f"{path} is not a readable SQLite database: {exc}") from None
-    if verdict != ["ok"]:
-        raise BackupError(f"{path} fails PRAGMA integrity_check: {verdict[0]}")
-    if _DBOS_TABLE not in tables:
+    if _DBOS_TABLE not in _sound_tables(conn, path):
         raise BackupError(f"{path} is not the durable engine's database (no {_DBOS_TABLE} table)")
 
 

@@ -29,7 +29,7 @@ from agentkeep.errors import InvalidRequest, NotFound, RunFailed
 from agentkeep.runtime import PreparedRun, RunEvent, RunRequest, check_session_id
 from agentkeep.server.auth import authenticate, bearer_scheme
 from agentkeep.server.state import AppState, app_state
-from agentkeep.stores.base import RunQuery, RunRecord
+from agentkeep.stores.base import RunRecord
 from agentkeep.transcript import load_chunks, simple_messages
 
 router = APIRouter()
@@ -111,11 +111,8 @@ async def _event_stream(queue: asyncio.Queue[RunEvent | None]) -> AsyncIterator[
 async def visible_run(request: Request, state: AppState, user: str, run_id: str) -> RunRecord:
     """The run if the caller may see it: its own, or anyone's for an admin key; else 404 (another
     user's run is indistinguishable from a missing one)."""
-    store = state.rt.store
-    record = await store.get_run(user, run_id)
-    if record is None and getattr(request.state, "is_admin", False):
-        found = await store.list_runs(RunQuery(run_id=run_id, limit=1))
-        record = await store.get_run(found[0].user_id, run_id) if found else None
+    admin = getattr(request.state, "is_admin", False)
+    record = await state.rt.store.get_run(None if admin else user, run_id)
     if record is None:
         raise NotFound(f"no run {run_id!r}")
     return record

@@ -137,8 +137,8 @@ class Store(ABC):
         """Move a run to `status` (queued → running, …)."""
 
     @abstractmethod
-    async def get_run(self, user_id: str, run_id: str) -> RunRecord | None:
-        """The run, if it exists and belongs to `user_id`."""
+    async def get_run(self, user_id: str | None, run_id: str) -> RunRecord | None:
+        """The run, if it exists and belongs to `user_id`; `None` for any user's (an admin's view)."""
 
     @abstractmethod
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:

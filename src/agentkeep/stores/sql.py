@@ -308,10 +308,11 @@ class SQLStore(Store):
                 )
         return True
 
-    async def get_run(self, user_id: str, run_id: str) -> RunRecord | None:
+    async def get_run(self, user_id: str | None, run_id: str) -> RunRecord | None:
         r = schema.runs
+        owner = () if user_id is None else (r.c.user_id == user_id,)
         async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(r).where(r.c.run_id == run_id, r.c.user_id == user_id))).first()
+            row = (await conn.execute(sa.select(r).where(r.c.run_id == run_id, *owner))).first()
         return None if row is None else _run_from_row(row._mapping)
 
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:

@@ -27,6 +27,8 @@ A run that fails after it started records one of `RUN_FAILURE_TYPES` as its erro
 
 from __future__ import annotations
 
+import json
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 RUN_FAILURE_TYPES = frozenset(
@@ -177,3 +179,17 @@ class ConfigError(AgentkeepError):
 def envelope(error_type: str, message: str) -> dict[str, Any]:
     """The contract's error body, for errors raised outside the tree (framework, middleware)."""
     return {"error": {"type": error_type, "message": message}}
+
+
+async def send_envelope(
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+    status: int,
+    error_type: str,
+    message: str,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer with the envelope straight from an ASGI middleware, before the app has started a response."""
+    body = json.dumps(envelope(error_type, message)).encode()
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})

@@ -17,7 +17,6 @@ must not become the outage.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from collections import deque
@@ -30,7 +29,7 @@ from limits.aio.storage import RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentkeep.errors import envelope
+from agentkeep.errors import send_envelope
 
 if TYPE_CHECKING:
     from redis.asyncio import ConnectionPool  # the `redis` extra, imported only when configured
@@ -185,17 +184,4 @@ class RateLimit:
 
 async def _reject(send: Send, headers: list[tuple[bytes, bytes]], *, retry_after: int, limit: str) -> None:
     message = f"rate limit of {limit} exceeded; retry in {retry_after} s"
-    body = json.dumps(envelope("rate_limited", message)).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 429,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(retry_after).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_envelope(send, 429, "rate_limited", message, [(b"retry-after", str(retry_after).encode()), *headers])

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentkeep.errors import envelope
+from agentkeep.errors import send_envelope
 
 
 class _BodyTooLarge(Exception):
@@ -60,20 +58,8 @@ class BodyLimit:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            envelope("payload_too_large", f"request body is over the {self.max_bytes}-byte limit")
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = f"request body is over the {self.max_bytes}-byte limit"
+        await send_envelope(send, 413, "payload_too_large", message)
 
 
 class SecurityHeaders:

@@ -247,8 +247,6 @@ def test_image_is_healthy_non_root_and_stops_cleanly(image: Image, volume: str) 
 
 def _create_key(container: Container) -> str:
     result = container.exec("agentkeep", "keys", "create", "--user", "image-test")
-    if result.returncode == 2 and "invalid choice" in result.stderr:
-        pytest.skip("`agentkeep keys` is not implemented yet (issue 7)")
     assert result.returncode == 0, result.stderr
     tokens = re.findall(r"\S{32,}", result.stdout)
     assert tokens, result.stdout

@@ -1,4 +1,6 @@
-"""The error tree, and the one place an error becomes the HTTP envelope.
+"""What a caller is told: the HTTP-visible error tree, and the one place an error becomes the envelope.
+
+(How an exception that escaped an agent becomes one of these is `failures.py`.)
 
 Every error a user can see derives from `AgentkeepError` and carries its `type` and HTTP
 `status` once, so the server renders `{"error": {"type", "message"}}` without a table of its own:
@@ -30,6 +32,31 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
+
+__all__ = [
+    "RUN_FAILURE_STATUS",
+    "RUN_FAILURE_TYPES",
+    "AgentkeepError",
+    "BudgetExceeded",
+    "CircuitOpen",
+    "ConfigError",
+    "Draining",
+    "InvalidRequest",
+    "MethodNotAllowed",
+    "NotFound",
+    "Overloaded",
+    "PayloadTooLarge",
+    "PriceUnknown",
+    "RateLimited",
+    "RunFailed",
+    "SessionBusy",
+    "Unauthorized",
+    "Unavailable",
+    "ValidationFailed",
+    "envelope",
+    "send_envelope",
+    "type_for_status",
+]
 
 RUN_FAILURE_TYPES = frozenset(
     {
@@ -176,6 +203,32 @@ class ConfigError(AgentkeepError):
     status = 400
 
 
+# The errors a bare HTTP status stands for when it is raised outside the tree (the framework's 404 and
+# 405): each `type` is read off its class, so the tree above stays the one status→type table.
+_STATUS_ERRORS: dict[int, type[AgentkeepError]] = {
+    cls.status: cls
+    for cls in (
+        InvalidRequest,
+        Unauthorized,
+        NotFound,
+        MethodNotAllowed,
+        PayloadTooLarge,
+        ValidationFailed,
+        RateLimited,
+        Unavailable,
+    )
+}
+
+
+def type_for_status(status: int) -> str:
+    """The envelope's `type` for a bare HTTP status: 404 `not_found`, 503 `overloaded`, …; a status
+    none of those errors has is `internal_error` from 500 up, else `invalid_request`."""
+    error = _STATUS_ERRORS.get(status)
+    if error is not None:
+        return error.type
+    return AgentkeepError.type if status >= 500 else InvalidRequest.type
+
+
 def envelope(error_type: str, message: str) -> dict[str, Any]:
     """The contract's error body, for errors raised outside the tree (framework, middleware)."""
     return {"error": {"type": error_type, "message": message}}
@@ -183,13 +236,13 @@ def envelope(error_type: str, message: str) -> dict[str, Any]:
 
 async def send_envelope(
     send: Callable[[dict[str, Any]], Awaitable[None]],
-    status: int,
-    error_type: str,
-    message: str,
+    error: AgentkeepError,
     headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
-    """Answer with the envelope straight from an ASGI middleware, before the app has started a response."""
-    body = json.dumps(envelope(error_type, message)).encode()
-    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
-    await send({"type": "http.response.start", "status": status, "headers": start})
+    """Answer `error` straight from an ASGI middleware, before the app has started a response;
+    its own headers (`Retry-After`) go before `headers`."""
+    body = json.dumps(error.envelope()).encode()
+    own = [(name.lower().encode(), value.encode()) for name, value in error.headers().items()]
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *own, *headers]
+    await send({"type": "http.response.start", "status": error.http_status, "headers": start})
     await send({"type": "http.response.body", "body": body})

@@ -29,7 +29,7 @@ from limits.aio.storage import RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentkeep.errors import send_envelope
+from agentkeep.errors import RateLimited, send_envelope
 
 if TYPE_CHECKING:
     from redis.asyncio import ConnectionPool  # the `redis` extra, imported only when configured
@@ -184,4 +184,4 @@ class RateLimit:
 
 async def _reject(send: Send, headers: list[tuple[bytes, bytes]], *, retry_after: int, limit: str) -> None:
     message = f"rate limit of {limit} exceeded; retry in {retry_after} s"
-    await send_envelope(send, 429, "rate_limited", message, [(b"retry-after", str(retry_after).encode()), *headers])
+    await send_envelope(send, RateLimited(message, retry_after=retry_after), headers)

@@ -8,20 +8,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agentkeep.errors import AgentkeepError, envelope
+from agentkeep.errors import AgentkeepError, InvalidRequest, ValidationFailed, envelope, type_for_status
+
+__all__ = ["error_response", "install_error_handlers"]
 
 log = structlog.get_logger("agentkeep.server")
-
-_STATUS_TYPES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    422: "validation_error",
-    429: "rate_limited",
-    503: "overloaded",
-}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -42,17 +33,17 @@ async def _agentkeep_error(_: Request, exc: AgentkeepError) -> JSONResponse:
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
-        return JSONResponse(envelope("invalid_request", "request body is not valid JSON"), status_code=400)
+        return error_response(InvalidRequest("request body is not valid JSON"))
     if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
-        return JSONResponse(envelope("invalid_request", "request body is empty: send a JSON object"), status_code=400)
+        return error_response(InvalidRequest("request body is empty: send a JSON object"))
     first = errors[0] if errors else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
     message = f"{where}: {first.get('msg', 'invalid value')}"
-    return JSONResponse(envelope("validation_error", message), status_code=422)
+    return error_response(ValidationFailed(message))
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    error_type = _STATUS_TYPES.get(exc.status_code, "internal_error" if exc.status_code >= 500 else "invalid_request")
+    error_type = type_for_status(exc.status_code)
     messages = {404: "no such route", 405: "method not allowed on this route"}
     message = messages.get(exc.status_code) or str(exc.detail)
     return JSONResponse(envelope(error_type, message), status_code=exc.status_code, headers=exc.headers)
@@ -60,4 +51,4 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled_error", exc_info=exc)
-    return JSONResponse(envelope("internal_error", "an internal error occurred; it has been logged"), status_code=500)
+    return error_response(AgentkeepError("an internal error occurred; it has been logged"))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentkeep.errors import send_envelope
+from agentkeep.errors import PayloadTooLarge, send_envelope
+
+__all__ = ["BodyLimit", "JSONBodies", "SecurityHeaders"]
 
 
 class _BodyTooLarge(Exception):
@@ -59,7 +61,7 @@ class BodyLimit:
 
     async def _reject(self, send: Send) -> None:
         message = f"request body is over the {self.max_bytes}-byte limit"
-        await send_envelope(send, 413, "payload_too_large", message)
+        await send_envelope(send, PayloadTooLarge(message))
 
 
 class SecurityHeaders:

@@ -1,7 +1,9 @@
-"""Why a run failed: one mapping from whatever escaped the agent to the contract's error types.
+"""How whatever escaped an agent (a provider's error, a timeout, a tool) becomes an error of `errors.py`.
 
-Messages are written for the caller: they name the problem and never carry a provider's response
-body, a stack trace or a secret.
+`errors.py` is what a caller is told (the HTTP-visible tree); this module is the one mapping into
+it, `classify()`, plus the exceptions a run raises inside itself (`ToolError`, `CancelRequested`,
+`Detached`, …) that `classify` knows. Messages are written for the caller: they name the problem
+and never carry a provider's response body, a stack trace or a secret.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import asyncio
 from pydantic_ai import exceptions as pai
 
 from agentkeep.errors import AgentkeepError, RunFailed
+
+__all__ = ["CancelRequested", "Detached", "ToolError", "ToolInterrupted", "classify"]
 
 
 class ToolError(Exception):

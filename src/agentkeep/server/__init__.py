@@ -28,7 +28,7 @@ from agentkeep.server.middleware import BodyLimit, JSONBodies, SecurityHeaders
 from agentkeep.server.ops import router as ops_router
 from agentkeep.server.routes import probes, router
 from agentkeep.server.state import AppState
-from agentkeep.server.tasks import router as tasks_router
+from agentkeep.server.task_routes import router as tasks_router
 from agentkeep.server.usage import budget_metrics
 from agentkeep.server.usage import router as usage_router
 from agentkeep.stores import open_store

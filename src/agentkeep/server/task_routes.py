@@ -1,4 +1,7 @@
-"""`POST /v1/tasks/{name}`: submit a multi-step task (`agentkeep.durable.tasks`), polled like a run."""
+"""The task route, `POST /v1/tasks/{name}`: submit a multi-step task, polled like a run.
+
+The tasks themselves (`@task`, `@step`, `ask()`) and how they run are `agentkeep.durable.tasks`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from fastapi.responses import JSONResponse
 
 from agentkeep.api_models import ERROR_RESPONSES, RunAcceptedOut, TaskCreate
 from agentkeep.server.routes import State, User
+
+__all__ = ["router"]
 
 router = APIRouter()
 

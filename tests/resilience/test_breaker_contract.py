@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
+from agentkeep.observability import metrics
 from agentkeep.resilience import BreakerBackend, CircuitBreaker, CircuitState, MemoryBreakerBackend, Permit
+from agentkeep.resilience.breaker import MAX_MODELS
 from tests.resilience.conftest import FAILURES, RESET_S, eventually
 from tests.support.services import REDIS_URL, require
 
@@ -154,6 +156,7 @@ async def test_a_failing_backend_fails_open_and_reports_no_state(model_key: str)
     assert (await breaker.check(model_key)).allowed
     await breaker.failure(model_key)
     assert seen == []
+    assert breaker.models() == []
 
 
 async def test_the_state_listener_sees_every_transition(model_key: str) -> None:
@@ -214,3 +217,29 @@ async def test_an_open_breaker_refuses_locally_until_its_reset_time(model_key: s
 
     await eventually(trial)
     assert backend.trips == 2  # one trip after the reset, and it took the trial
+
+
+async def test_the_breaker_lists_each_model_it_has_met(backend: BreakerBackend, model_key: str) -> None:
+    """`/v1/stats` asks the breaker, not the gauge: a model appears once a request (or an admission
+    check) has seen its state, whichever backend holds it, and the list is sorted."""
+    breaker = CircuitBreaker(backend)
+    assert breaker.models() == []
+    await breaker.check(f"{model_key}-b")
+    await breaker.failure(f"{model_key}-a")
+    await breaker.peek(f"{model_key}-c")
+    await breaker.check(f"{model_key}-b")
+    assert breaker.models() == [f"{model_key}-a", f"{model_key}-b", f"{model_key}-c"]
+
+
+async def test_the_list_of_models_is_bounded_like_the_metric_labels(model_key: str) -> None:
+    """Past `MAX_MODELS` names (the metrics' label cap) the breaker still guards a new model but no
+    longer lists it, so a bug inventing model names cannot grow it without end."""
+    assert MAX_MODELS == metrics.MAX_LABEL_VALUES
+    breaker = CircuitBreaker(MemoryBreakerBackend(1, RESET_S))
+    names = [f"{model_key}-{i:03}" for i in range(MAX_MODELS + 5)]
+    for name in names:
+        await breaker.check(name)
+    assert breaker.models() == names[:MAX_MODELS]
+    await breaker.failure(names[-1])
+    assert not (await breaker.check(names[-1])).allowed
+    assert names[-1] not in breaker.models()

@@ -28,6 +28,7 @@ import structlog
 from pydantic_ai.exceptions import ModelAPIError
 
 __all__ = [
+    "MAX_MODELS",
     "BreakerBackend",
     "CircuitBreaker",
     "CircuitState",
@@ -40,6 +41,10 @@ __all__ = [
 log = structlog.get_logger("agentkeep.resilience")
 
 _FAILURE_LOG_INTERVAL_S = 30.0
+# Models a breaker remembers meeting, for `/v1/stats`: the bound the metrics put on a label's values
+# (`observability.metrics.MAX_LABEL_VALUES`, which this lower layer does not import), so a bug inventing
+# model names cannot grow the list without end.
+MAX_MODELS = 200
 
 
 class CircuitState(enum.IntEnum):
@@ -182,6 +187,7 @@ class CircuitBreaker:
         self._on_state = on_state
         self._last_backend_error = 0.0
         self._open_until: dict[str, float] = {}  # key → monotonic time it is known to stay open until
+        self._models: set[str] = set()
 
     @property
     def reset_s(self) -> float:
@@ -218,6 +224,10 @@ class CircuitBreaker:
     async def close(self) -> None:
         await self.backend.close()
 
+    def models(self) -> list[str]:
+        """The models this breaker has seen a state of (the first `MAX_MODELS`), sorted."""
+        return sorted(self._models)
+
     async def _record(self, key: str, record: Callable[[str], Awaitable[CircuitState]]) -> None:
         try:
             state = await record(key)
@@ -242,6 +252,8 @@ class CircuitBreaker:
         self._observe(key, permit.state)
 
     def _observe(self, key: str, state: CircuitState) -> None:
+        if key not in self._models and len(self._models) < MAX_MODELS:
+            self._models.add(key)
         if self._on_state is not None:
             self._on_state(key, state)
 

@@ -1,7 +1,7 @@
 """Operator routes: `GET /metrics` (Prometheus text) and `GET /v1/stats` (the JSON snapshot).
 
 The snapshot adds what a console shows beside it: each circuit breaker this process has met (the
-models in the `agentkeep_circuit_state` gauge, each asked for its state now), version and uptime.
+models the breaker itself remembers, each asked for its state now), version and uptime.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from agentkeep.observability import Telemetry, metrics
 from agentkeep.resilience import CircuitState, Resilience
 from agentkeep.server.routes import State, User
 from agentkeep.server.state import AppState
+
+__all__ = ["router"]
 
 router = APIRouter()
 BreakerState = Literal["closed", "half_open", "open"]
@@ -66,17 +68,11 @@ async def stats(request: Request, state: State, _user: User) -> Any:
 
 
 async def _breakers(state: AppState) -> dict[str, BreakerState]:
-    """Each model's breaker as a request would find it now: an open one past its reset time is
-    half_open (its trial may go), which the gauge learns only when a request asks."""
-    seen = {
-        sample.labels["model"]: CircuitState(int(sample.value))
-        for family in metrics.CIRCUIT_STATE.collect()
-        for sample in family.samples
-        if sample.labels["model"] != metrics.OTHER
-    }
+    """Each model the breaker has met, as a request would find it now: an open one past its reset
+    time is half_open (its trial may go), which the gauge learns only when a request asks."""
     hooks = state.runtime.hooks if state.runtime is not None else []
     resilience = next((hook for hook in hooks if isinstance(hook, Resilience)), None)
-    if resilience is not None:
-        for model in seen:
-            seen[model] = (await resilience.breaker.peek(model)).state
-    return {model: _STATE_NAMES[seen[model]] for model in sorted(seen)}
+    if resilience is None:
+        return {}
+    breaker = resilience.breaker
+    return {model: _STATE_NAMES[(await breaker.peek(model)).state] for model in breaker.models()}

@@ -35,10 +35,10 @@ import structlog
 from pydantic_ai import exceptions as pai
 from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
 
+import agentkeep.observability.metrics as metrics
 from agentkeep.config import Settings
 from agentkeep.errors import AgentkeepError
 from agentkeep.hooks import Hook, ModelCall, ModelProceed, RunOutcome, RunState, ToolCall, ToolProceed
-from agentkeep.observability import metrics
 from agentkeep.observability.stats import ERROR_STATUSES, RunSample, RunStats
 
 __all__ = ["Telemetry"]

@@ -9,6 +9,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentkeep.stores.base import RunRecord
 
+__all__ = [
+    "ERROR_RESPONSES",
+    "ErrorBody",
+    "ErrorOut",
+    "HealthOut",
+    "MessageOut",
+    "ReadyOut",
+    "RunAcceptedOut",
+    "RunCreate",
+    "RunOut",
+    "RunResultOut",
+    "SessionOut",
+    "TaskCreate",
+    "UsageOut",
+    "run_view",
+]
+
 
 class RunCreate(BaseModel):
     """Body of `POST /v1/runs`."""

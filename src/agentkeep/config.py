@@ -18,6 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+__all__ = ["Schedule", "Settings", "load_settings"]
+
 SECRETS_DIR = Path("/run/secrets")
 TOML_FILE = "agentkeep.toml"
 

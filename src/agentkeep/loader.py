@@ -18,6 +18,8 @@ from pydantic_ai import Agent
 
 from agentkeep.errors import ConfigError
 
+__all__ = ["AgentMap", "load_agents", "target_source"]
+
 AgentMap = dict[str, "Agent[Any, Any]"]
 
 

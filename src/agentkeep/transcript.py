@@ -15,6 +15,8 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 
+__all__ = ["load_chunks", "simple_messages"]
+
 
 def load_chunks(chunks: list[bytes]) -> list[ModelMessage]:
     messages: list[ModelMessage] = []

@@ -12,30 +12,9 @@ from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-import agentkeep.tools
 from agentkeep.tools import Fetcher, FetchPolicy, ToolRefused, fetch_url
 from agentkeep.tools._config import tool_settings
 from agentkeep.tools.fetch import ADDRESS_TABLE
-
-
-def test_public_names() -> None:
-    """The package's public surface is exactly this (the contract names the five functions)."""
-    assert agentkeep.tools.__all__ == [
-        "FetchPolicy",
-        "FetchResult",
-        "Fetcher",
-        "RunResult",
-        "Sandbox",
-        "SandboxLimits",
-        "ToolFailure",
-        "ToolRefused",
-        "Workspace",
-        "fetch_url",
-        "list_files",
-        "read_file",
-        "run_python",
-        "write_file",
-    ]
 
 
 @pytest.mark.parametrize("address", ["4000::1", "80::1", "::1:2:3:4", "8000::1", "100::1", "fec0::1"])

@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+__all__ = ["alerts", "counters", "create_tables", "ledger", "metadata", "reservations"]
+
 metadata = sa.MetaData()
 
 ledger = sa.Table(

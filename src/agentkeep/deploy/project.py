@@ -14,6 +14,8 @@ from pathlib import Path
 
 from agentkeep.errors import ConfigError
 
+__all__ = ["DEFAULT_AGENT", "Project", "default_name", "existing_password", "find_agent"]
+
 #: Files `init` looks for, in this order, when no agent TARGET is given.
 AGENT_CANDIDATES = ("agent.py", "agents.py", "app.py", "main.py")
 DEFAULT_AGENT = "agent.py"

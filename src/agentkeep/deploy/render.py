@@ -13,6 +13,8 @@ from importlib import resources
 from agentkeep.deploy.project import Project
 from agentkeep.errors import ConfigError
 
+__all__ = ["TARGETS", "Rendered", "Spec", "read_template", "render", "specs_for"]
+
 TARGETS = ("docker", "compose", "systemd", "k8s", "lambda")
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")

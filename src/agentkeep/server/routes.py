@@ -32,6 +32,8 @@ from agentkeep.server.state import AppState, app_state
 from agentkeep.stores.base import RunRecord
 from agentkeep.transcript import load_chunks, simple_messages
 
+__all__ = ["State", "User", "current_user", "probes", "router", "visible_run"]
+
 router = APIRouter()
 probes = APIRouter()  # /health and /ready: served by `agentkeep worker` too
 State = Annotated[AppState, Depends(app_state)]

@@ -48,6 +48,8 @@ from agentkeep.config import Settings
 from agentkeep.tools._config import comma_list, tool_settings
 from agentkeep.tools._errors import ToolFailure, ToolRefused
 
+__all__ = ["ADDRESS_TABLE", "FetchPolicy", "FetchResult", "Fetcher", "default_fetcher", "fetch_url"]
+
 _OUTSIDE_GLOBAL_UNICAST = "outside 2000::/3, the only IPv6 block allocated for global unicast"
 
 #: ssrfguard's table plus the IPv6 space outside 2000::/3. The more specific rows it already has

@@ -27,6 +27,8 @@ from agentkeep.tools._beneath import EscapeError, kernel_has_openat2, open_check
 from agentkeep.tools._config import tool_settings
 from agentkeep.tools._errors import ToolFailure, ToolRefused
 
+__all__ = ["Workspace", "default_workspace", "list_files", "read_file", "write_file"]
+
 _MAX_PATH_CHARS = 4096
 _MAX_ENTRIES = 1000
 _SHOWN_CHARS = 200

@@ -32,6 +32,8 @@ from typing_extensions import TypedDict  # pydantic needs this one on Python < 3
 from agentkeep.tools._config import tool_settings
 from agentkeep.tools._errors import ToolFailure, ToolRefused
 
+__all__ = ["RunResult", "Sandbox", "SandboxLimits", "default_sandbox", "find_bwrap", "run_python"]
+
 _NOBODY = 65534
 _MAX_CODE_BYTES = 1_048_576
 _READ_CHUNK = 65536

@@ -1,0 +1,278 @@
+"""Each public module's `__all__` is exactly the pinned list: a name added or dropped is a decision
+made here, in review, not by accident (as starlette and httpx pin theirs).
+
+`PUBLIC_NAMES` is the table to extend: one row per module, its names as `__all__` lists them.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+import agentkeep
+
+PUBLIC_NAMES: dict[str, list[str]] = {
+    "agentkeep": ["__version__"],
+    "agentkeep.api_models": [
+        "ERROR_RESPONSES",
+        "ErrorBody",
+        "ErrorOut",
+        "HealthOut",
+        "MessageOut",
+        "ReadyOut",
+        "RunAcceptedOut",
+        "RunCreate",
+        "RunOut",
+        "RunResultOut",
+        "SessionOut",
+        "TaskCreate",
+        "UsageOut",
+        "run_view",
+    ],
+    "agentkeep.config": ["Schedule", "Settings", "load_settings"],
+    "agentkeep.errors": [
+        "RUN_FAILURE_STATUS",
+        "RUN_FAILURE_TYPES",
+        "AgentkeepError",
+        "BudgetExceeded",
+        "CircuitOpen",
+        "ConfigError",
+        "Draining",
+        "InvalidRequest",
+        "MethodNotAllowed",
+        "NotFound",
+        "Overloaded",
+        "PayloadTooLarge",
+        "PriceUnknown",
+        "RateLimited",
+        "RunFailed",
+        "SessionBusy",
+        "Unauthorized",
+        "Unavailable",
+        "ValidationFailed",
+        "envelope",
+        "send_envelope",
+        "type_for_status",
+    ],
+    "agentkeep.failures": ["CancelRequested", "Detached", "ToolError", "ToolInterrupted", "classify"],
+    "agentkeep.loader": ["AgentMap", "load_agents", "target_source"],
+    "agentkeep.startup": ["gc_paused"],
+    "agentkeep.transcript": ["load_chunks", "simple_messages"],
+    "agentkeep.worker": ["Step", "WorkerLoop"],
+    "agentkeep.budget": [
+        "AlertDispatcher",
+        "Budget",
+        "BudgetMetrics",
+        "Caps",
+        "Ledger",
+        "Pricer",
+        "budget_from_settings",
+        "caps_of",
+    ],
+    "agentkeep.budget.alerts": ["AlertDispatcher", "parse_thresholds"],
+    "agentkeep.budget.hook": ["Budget", "BudgetMetrics"],
+    "agentkeep.budget.prices": ["NANO", "Price", "Pricer", "load_overrides", "to_nano", "to_usd"],
+    "agentkeep.budget.records": [
+        "NO_CAPS",
+        "SESSION",
+        "USER_DAY",
+        "Alert",
+        "Caps",
+        "CounterState",
+        "Entry",
+        "Refused",
+        "Reservation",
+        "Settled",
+        "utc_day",
+    ],
+    "agentkeep.budget.tables": ["alerts", "counters", "create_tables", "ledger", "metadata", "reservations"],
+    "agentkeep.budget.tokens": ["MEDIA_TOKENS", "InputBound"],
+    "agentkeep.deploy": ["TARGETS", "InitReport", "Project", "Rendered", "init", "render", "specs_for", "write"],
+    "agentkeep.deploy.project": ["DEFAULT_AGENT", "Project", "default_name", "existing_password", "find_agent"],
+    "agentkeep.deploy.render": ["TARGETS", "Rendered", "Spec", "read_template", "render", "specs_for"],
+    "agentkeep.models": ["DEFAULT_MODEL", "model_label", "resolve_model"],
+    "agentkeep.models.local": [
+        "DEFAULT_MAX_TOKENS",
+        "INSTALL_HINT",
+        "LocalModel",
+        "LocalModelUnavailable",
+        "local_model",
+    ],
+    "agentkeep.observability": [
+        "RunStats",
+        "Telemetry",
+        "Tracing",
+        "configure_logging",
+        "configure_tracing",
+        "metrics",
+    ],
+    "agentkeep.observability.logs": [
+        "REDACTED",
+        "TEXT_FIELDS",
+        "Redactor",
+        "configure_logging",
+        "drop_text_below_debug",
+    ],
+    "agentkeep.observability.metrics": [
+        "ACTIVE_RUNS",
+        "BUDGET_OVERRUNS",
+        "BUDGET_REJECTIONS",
+        "CIRCUIT_STATE",
+        "CONTENT_TYPE_LATEST",
+        "COST",
+        "MODEL_LATENCY",
+        "MODEL_REQUESTS",
+        "RATE_LIMITED",
+        "REGISTRY",
+        "RUNS",
+        "RUN_DURATION",
+        "RUN_ITERATIONS",
+        "TOKENS",
+        "TOOL_CALLS",
+        "TOOL_LATENCY",
+        "bounded",
+        "exposition",
+    ],
+    "agentkeep.observability.stats": ["WINDOW", "RunSample", "RunStats", "memory_mb", "percentile"],
+    "agentkeep.observability.steps": ["Step", "StepRecorder", "step_views", "steps_json"],
+    "agentkeep.observability.telemetry": ["Telemetry"],
+    "agentkeep.observability.tracing": ["Tracing", "configure_tracing"],
+    "agentkeep.resilience": [
+        "BreakerBackend",
+        "BreakerModel",
+        "CircuitBreaker",
+        "CircuitState",
+        "MemoryBreakerBackend",
+        "ModelCircuitOpen",
+        "ModelGuard",
+        "Permit",
+        "RateLimit",
+        "RateLimiter",
+        "Resilience",
+        "RetryPolicy",
+        "caller_key",
+        "exponential_backoff",
+        "full_jitter",
+        "is_transient",
+        "open_breaker",
+    ],
+    "agentkeep.resilience.breaker": [
+        "MAX_MODELS",
+        "BreakerBackend",
+        "CircuitBreaker",
+        "CircuitState",
+        "MemoryBreakerBackend",
+        "ModelCircuitOpen",
+        "Permit",
+        "StateListener",
+    ],
+    "agentkeep.resilience.breaker_redis": ["RedisBreakerBackend"],
+    "agentkeep.resilience.hook": ["Resilience", "open_breaker"],
+    "agentkeep.resilience.model": ["BreakerModel", "ModelGuard"],
+    "agentkeep.resilience.ratelimit": ["RateLimit", "RateLimiter", "caller_key"],
+    "agentkeep.resilience.retry": [
+        "TRANSIENT_STATUSES",
+        "RetryPolicy",
+        "exponential_backoff",
+        "full_jitter",
+        "is_circuit_open",
+        "is_rate_limit",
+        "is_transient",
+        "leaf_errors",
+        "retry_after",
+    ],
+    "agentkeep.resilience.shutdown": ["Drainable", "GracefulServer", "log_loop_exception"],
+    "agentkeep.server.auth": [
+        "Authenticator",
+        "auth_required",
+        "authenticate",
+        "bearer_scheme",
+        "check_auth",
+        "is_loopback",
+    ],
+    "agentkeep.server.console": ["router"],
+    "agentkeep.server.errors": ["error_response", "install_error_handlers"],
+    "agentkeep.server.guards": ["rate_limited", "rate_limiter", "resilience_hook"],
+    "agentkeep.server.listing": ["router"],
+    "agentkeep.server.middleware": ["BodyLimit", "JSONBodies", "SecurityHeaders"],
+    "agentkeep.server.ops": ["router"],
+    "agentkeep.server.routes": ["State", "User", "current_user", "probes", "router", "visible_run"],
+    "agentkeep.server.task_routes": ["router"],
+    "agentkeep.testing": [],
+    "agentkeep.testing.mock_llm": ["MockLLM", "MockLLMControl", "MockLLMProcess", "Reply", "ReplyKind", "ToolCall"],
+    "agentkeep.tools": [  # the contract names the five functions
+        "FetchPolicy",
+        "FetchResult",
+        "Fetcher",
+        "RunResult",
+        "Sandbox",
+        "SandboxLimits",
+        "ToolFailure",
+        "ToolRefused",
+        "Workspace",
+        "fetch_url",
+        "list_files",
+        "read_file",
+        "run_python",
+        "write_file",
+    ],
+    "agentkeep.tools.fetch": ["ADDRESS_TABLE", "FetchPolicy", "FetchResult", "Fetcher", "default_fetcher", "fetch_url"],
+    "agentkeep.tools.files": ["Workspace", "default_workspace", "list_files", "read_file", "write_file"],
+    "agentkeep.tools.sandbox": ["RunResult", "Sandbox", "SandboxLimits", "default_sandbox", "find_bwrap", "run_python"],
+}
+
+# Modules of issue 14's other parts, whose `__all__` their own change adds; each moves into the table then.
+AWAITING_ALL = {
+    "agentkeep.cli",
+    "agentkeep.hooks",
+    "agentkeep.pipeline",
+    "agentkeep.runtime",
+    "agentkeep.server.state",
+    "agentkeep.stores.schema",
+    "agentkeep.stores.sql",
+}
+
+_SRC = Path(agentkeep.__file__).parent
+
+
+def _public_modules() -> dict[str, Path]:
+    """Every module of the package by dotted name, minus `__main__` and `_private` ones."""
+    found = {}
+    for path in sorted(_SRC.rglob("*.py")):
+        parts = list(path.relative_to(_SRC.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        if parts[-1] == "__main__" or any(part.startswith("_") for part in parts):
+            continue
+        found[".".join(parts)] = path
+    return found
+
+
+def _declares_all(path: Path) -> bool:
+    tree = ast.parse(path.read_text())
+    targets = [t for node in tree.body if isinstance(node, ast.Assign) for t in node.targets]
+    targets += [node.target for node in tree.body if isinstance(node, ast.AnnAssign)]
+    return any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets)
+
+
+@pytest.mark.parametrize(("module_name", "names"), PUBLIC_NAMES.items(), ids=list(PUBLIC_NAMES))
+def test_a_modules_public_names_are_exactly_the_pinned_ones(module_name: str, names: list[str]) -> None:
+    """`__all__` is the pinned list, in its sorted order, and every name in it exists in the module."""
+    module = importlib.import_module(module_name)
+    assert module.__all__ == names
+    assert [name for name in names if not hasattr(module, name)] == []
+
+
+def test_every_public_module_declares_all() -> None:
+    """A new public module without `__all__` fails here; so does one of `AWAITING_ALL` that gained one
+    (move it into `PUBLIC_NAMES`)."""
+    missing = {name for name, path in _public_modules().items() if not _declares_all(path)}
+    assert missing == AWAITING_ALL
+
+
+def test_the_table_names_only_real_public_modules() -> None:
+    """A row for a module that was renamed or removed (or made private) fails instead of lingering."""
+    assert set(PUBLIC_NAMES) - set(_public_modules()) == set()

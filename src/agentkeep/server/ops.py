@@ -9,14 +9,16 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from agentkeep import __version__
-from agentkeep.observability import Telemetry, metrics
+from agentkeep.observability import metrics
 from agentkeep.resilience import CircuitState, Resilience
 from agentkeep.server.routes import State, User
 from agentkeep.server.state import AppState
+
+__all__ = ["BreakerState", "StatsOut", "router"]
 
 router = APIRouter()
 BreakerState = Literal["closed", "half_open", "open"]
@@ -54,9 +56,8 @@ async def prometheus_metrics() -> Response:
 
 
 @router.get("/v1/stats", response_model=StatsOut, summary="A snapshot of this process's recent runs")
-async def stats(request: Request, state: State, _user: User) -> Any:
-    telemetry: Telemetry = request.app.state.telemetry
-    snapshot = telemetry.stats.snapshot()
+async def stats(state: State, _user: User) -> Any:
+    snapshot = state.started().telemetry.stats.snapshot()
     if state.runtime is not None:
         snapshot["active_runs"] = state.runtime.active_runs
     snapshot["breakers"] = await _breakers(state)

@@ -28,7 +28,7 @@ async def run_through_the_runtime(agent: str, state: State) -> dict[str, Any]:
 
 
 def _settings(tmp_path: Path) -> Settings:
-    return Settings(_env_file=None, database_url=f"sqlite:///{tmp_path / 'agentkeep.db'}", auth="off")  # type: ignore[call-arg]
+    return Settings(_env_file=None, database_url=f"sqlite:///{tmp_path / 'agentkeep.db'}", auth="off")  # type: ignore[call-arg, arg-type]
 
 
 def _agents() -> dict[str, Agent[Any, Any]]:

@@ -23,7 +23,7 @@ from agentkeep.stores.backup import DatabaseLock
 
 
 def _settings(database: Path, **cfg: Any) -> Settings:
-    return Settings(_env_file=None, database_url=f"sqlite:///{database}", auth="off", **cfg)  # type: ignore[call-arg]
+    return Settings(_env_file=None, database_url=f"sqlite:///{database}", auth="off", **cfg)  # type: ignore[call-arg, arg-type]
 
 
 def _agents() -> dict[str, Agent[Any, Any]]:

@@ -55,7 +55,13 @@ class WorkerLoop:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> asyncio.Task[None]:
-        """Run the loop as a task; an exception escaping it is a bug the caller should treat as fatal."""
+        """Run the loop as a task; an exception escaping it is a bug the caller should treat as fatal.
+
+        A loop whose last run ended (drained) starts afresh: a Lambda worker container's one durable
+        engine starts and stops its upkeep once per invocation."""
+        if self._task is not None and self._task.done():
+            self.draining = False
+            self._wake.clear()
         self._task = asyncio.ensure_future(self.run())
         return self._task
 

@@ -113,6 +113,29 @@ async def test_a_drain_during_an_idle_pause_ends_the_loop_at_once() -> None:
     assert task.done() and calls == 1
 
 
+async def test_a_drained_loop_started_again_takes_work_again() -> None:
+    """A Lambda worker container starts and drains its one engine's upkeep once per invocation:
+    the second start runs steps again instead of finding the loop still draining."""
+    calls = 0
+
+    async def step() -> bool:
+        nonlocal calls
+        calls += 1
+        return False
+
+    loop = WorkerLoop(step, idle_s=3600)
+    for invocation in (1, 2):
+        task = loop.start()
+
+        async def stepped(expected: int = invocation) -> bool:
+            return calls == expected
+
+        await eventually(stepped)
+        await loop.drain(timeout=5)
+        assert task.done()
+    assert calls == 2
+
+
 @pytest.mark.parametrize(("failures", "expected"), [(0, 0.0), (1, 0.5), (3, 2.0), (20, 30.0)])
 def test_backoff_is_capped(failures: int, expected: float) -> None:
     """The default backoff: 0.5 s doubling, never above 30 s."""

@@ -147,3 +147,11 @@ def test_sqlite_on_lambda_is_refused_in_one_line(mock_llm: MockLLM, tmp_path: Pa
 def test_a_scheduled_event_sent_to_the_http_handler_says_where_it_belongs(function: LambdaProcess) -> None:
     answer = function.invoke_raw({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}})
     assert answer["error"].startswith("BadEvent:") and "worker_handler" in answer["error"]
+
+
+def test_the_worker_handler_in_an_http_container_says_it_needs_its_own_function(function: LambdaProcess) -> None:
+    """A container's durable engine either only queues (handler) or executes (worker_handler): the
+    wrong handler in a built container is refused in one line instead of running in the wrong mode."""
+    assert function.invoke(http_event("function_url", "GET", "/health"))["statusCode"] == 200  # built for HTTP
+    answer = function.invoke_raw({"source": "aws.events"}, handler="worker_handler")
+    assert answer["error"] == "ConfigError: this container serves handler; give worker_handler a function of its own"

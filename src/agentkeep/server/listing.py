@@ -21,7 +21,6 @@ from pydantic_ai.toolsets import FunctionToolset
 from agentkeep.api_models import ERROR_RESPONSES, ErrorBody, MessageOut, UsageOut, run_view
 from agentkeep.errors import InvalidRequest, Unauthorized
 from agentkeep.models import model_label
-from agentkeep.observability.steps import StepRecorder
 from agentkeep.runtime import Runtime
 from agentkeep.server.routes import State, User, visible_run
 from agentkeep.server.usage import caller_is_admin
@@ -146,8 +145,7 @@ async def list_runs(
 )
 async def run_steps(run_id: str, request: Request, state: State, caller: User) -> dict[str, Any]:
     record = await visible_run(request, state, caller, run_id)
-    recorder: StepRecorder = request.app.state.steps
-    steps = recorder.live(run_id)
+    steps = state.started().steps.live(run_id)
     if steps is None:
         steps = json.loads(record.steps_json) if record.steps_json else []
     messages = simple_messages(load_chunks([record.messages_json])) if record.messages_json else []

@@ -9,16 +9,16 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from agentkeep import __version__
-from agentkeep.observability import Telemetry, metrics
-from agentkeep.resilience import CircuitState, Resilience
+from agentkeep.observability import metrics
+from agentkeep.resilience import CircuitState
 from agentkeep.server.routes import State, User
 from agentkeep.server.state import AppState
 
-__all__ = ["router"]
+__all__ = ["BreakerState", "StatsOut", "router"]
 
 router = APIRouter()
 BreakerState = Literal["closed", "half_open", "open"]
@@ -56,9 +56,8 @@ async def prometheus_metrics() -> Response:
 
 
 @router.get("/v1/stats", response_model=StatsOut, summary="A snapshot of this process's recent runs")
-async def stats(request: Request, state: State, _user: User) -> Any:
-    telemetry: Telemetry = request.app.state.telemetry
-    snapshot = telemetry.stats.snapshot()
+async def stats(state: State, _user: User) -> Any:
+    snapshot = state.started().telemetry.stats.snapshot()
     if state.runtime is not None:
         snapshot["active_runs"] = state.runtime.active_runs
     snapshot["breakers"] = await _breakers(state)
@@ -70,9 +69,5 @@ async def stats(request: Request, state: State, _user: User) -> Any:
 async def _breakers(state: AppState) -> dict[str, BreakerState]:
     """Each model the breaker has met, as a request would find it now: an open one past its reset
     time is half_open (its trial may go), which the gauge learns only when a request asks."""
-    hooks = state.runtime.hooks if state.runtime is not None else []
-    resilience = next((hook for hook in hooks if isinstance(hook, Resilience)), None)
-    if resilience is None:
-        return {}
-    breaker = resilience.breaker
+    breaker = state.started().resilience.breaker
     return {model: _STATE_NAMES[(await breaker.peek(model)).state] for model in breaker.models()}

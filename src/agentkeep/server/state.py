@@ -1,4 +1,9 @@
-"""What the HTTP layer holds for the life of the process."""
+"""What the HTTP layer holds for the life of the process: the services once built, and what only an
+HTTP process has (the readiness flag, the tasks that outlive their request, the drain on a signal).
+
+The services themselves (store, runtime, durable engine, ...) are `agentkeep.services.Services`,
+built by the app's lifespan, or by a Lambda container before its app starts.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ from agentkeep.budget import Budget
 from agentkeep.config import Settings
 from agentkeep.durable import DurableEngine
 from agentkeep.runtime import Runtime
+from agentkeep.services import Services
+
+__all__ = ["AppState", "app_state"]
 
 log = structlog.get_logger("agentkeep.server")
 
@@ -25,10 +33,10 @@ _INTERRUPT_GRACE_S = 10.0
 
 @dataclass
 class AppState:
+    """The app's state (`app.state.agentkeep`); a `Drainable` for `GracefulServer`."""
+
     settings: Settings
-    runtime: Runtime | None = None
-    budget: Budget | None = None  # the runtime's budget hook, for GET /v1/usage
-    durable: DurableEngine | None = None  # background runs (agentkeep.durable)
+    services: Services | None = None  # None until the lifespan has them
     started_monotonic: float = field(default_factory=time.monotonic)
     ready: bool = False
     not_ready_reason: str = "starting"
@@ -36,17 +44,28 @@ class AppState:
     draining: bool = False
     on_fatal: Callable[[BaseException], None] | None = None  # the process's way out (GracefulServer.fatal)
 
-    def background(self) -> DurableEngine:
-        """The durable engine, which executes or queues background runs."""
-        if self.durable is None:
-            raise RuntimeError("the durable engine is not started")
-        return self.durable
+    def started(self) -> Services:
+        """The services; `RuntimeError` before the lifespan built them."""
+        if self.services is None:
+            raise RuntimeError("the services are not started")
+        return self.services
+
+    @property
+    def runtime(self) -> Runtime | None:
+        return self.services.runtime if self.services is not None else None
 
     @property
     def rt(self) -> Runtime:
-        if self.runtime is None:
-            raise RuntimeError("the runtime is not started")
-        return self.runtime
+        return self.started().runtime
+
+    @property
+    def budget(self) -> Budget | None:
+        """The runtime's budget hook, for GET /v1/usage."""
+        return self.services.budget if self.services is not None else None
+
+    def background(self) -> DurableEngine:
+        """The durable engine, which executes or queues background runs."""
+        return self.started().durable
 
     def spawn(self, coro: Any, *, critical: bool = False) -> asyncio.Task[Any]:
         """Keep a reference to a task that must outlive its request (a streamed run).
@@ -72,10 +91,9 @@ class AppState:
     def begin_drain(self) -> None:
         """From now on /ready answers 503 and new runs 503 `draining`; called from a signal handler."""
         self.draining = True
-        if self.runtime is not None:
-            self.runtime.draining = True
-        if self.durable is not None:
-            self.durable.begin_drain()
+        if self.services is not None:
+            self.services.runtime.draining = True
+            self.services.durable.begin_drain()
 
     async def drain(self, timeout: float) -> None:
         """Let in-flight runs finish for up to `timeout` s, then interrupt the rest and let them record it."""

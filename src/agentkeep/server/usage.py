@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from agentkeep.api_models import ERROR_RESPONSES
-from agentkeep.budget import Budget, BudgetMetrics
+from agentkeep.budget import Budget
 from agentkeep.budget.prices import to_usd
 from agentkeep.budget.records import SESSION, USER_DAY, CounterState, utc_day
 from agentkeep.errors import Unauthorized
@@ -19,7 +19,7 @@ from agentkeep.server.routes import current_user
 from agentkeep.server.state import AppState, app_state
 from agentkeep.stores.reports import HOUR_S, hour_start
 
-__all__ = ["budget_metrics", "caller_is_admin", "router"]
+__all__ = ["caller_is_admin", "router"]
 
 router = APIRouter()
 _HOURS = 24
@@ -144,22 +144,3 @@ def _budget(state: AppState) -> Budget:
     if budget is None:
         raise RuntimeError("the budget is not started")
     return budget
-
-
-def budget_metrics() -> BudgetMetrics:
-    """The budget's reports, wired to the Prometheus metrics of `agentkeep.observability`."""
-    from agentkeep.observability import metrics
-
-    overruns = getattr(metrics, "BUDGET_OVERRUNS", None)
-
-    def cost(model: str, usd: float) -> None:
-        metrics.COST.labels(model=metrics.bounded("model", model)).inc(usd)
-
-    def rejection(scope: str) -> None:
-        metrics.BUDGET_REJECTIONS.labels(scope=scope).inc()
-
-    def overrun(scope: str) -> None:
-        if overruns is not None:
-            overruns.labels(scope=scope).inc()
-
-    return BudgetMetrics(cost=cost, rejection=rejection, overrun=overrun)

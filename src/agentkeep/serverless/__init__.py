@@ -7,8 +7,8 @@
 
     events.py     Lambda event ↔ one HTTP request and response
     asgi.py       the app's lifespan, and one request answered whole
-    container.py  what a container keeps between invocations: loop, app, database pool
-    worker.py     the worker's time box
+    container.py  what a container keeps between invocations: loop, services (agentkeep.services), app
+    worker.py     the worker's time box, on the container's durable engine
 
 The agent is AGENTKEEP_TARGET. Importing this package imports neither the app nor DBOS nor
 OpenTelemetry: the first invocation builds the container (docs/serverless.md has the figures).
@@ -30,6 +30,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     box = container()  # imports the app (asgi.py among it) on the first invocation
     from agentkeep.serverless.asgi import call_app
 
+    assert box.app is not None  # container() built them for HTTP
+    assert box.lifespan is not None
     response = box.loop.run_until_complete(call_app(box.app, request, box.lifespan.state))
     return to_lambda_response(response, payload_v2=request.payload_v2)
 

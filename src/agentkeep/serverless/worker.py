@@ -17,7 +17,6 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from agentkeep.durable import DurableEngine
 from agentkeep.durable.deadline import drain_until
 from agentkeep.serverless.container import container
 
@@ -35,12 +34,12 @@ def time_box(remaining_s: float) -> tuple[float, float]:
 
 
 def work(context: Any) -> dict[str, Any]:
-    """One invocation of the worker: execute runs inside the time box, return what was done."""
-    box = container()
+    """One invocation of the worker: execute runs inside the time box, on the container's one durable
+    engine (started and stopped by `drain_until`), and return what was done."""
+    box = container(http=False)
     remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
     remaining = remaining_ms() / 1000 if callable(remaining_ms) else _DEFAULT_REMAINING_S
     now = time.monotonic()
     stop_in, hard_in = time_box(remaining)
-    engine = DurableEngine(box.settings, box.state.rt, box.me, dequeue=True)
-    report = box.loop.run_until_complete(drain_until(engine, now + stop_in, now + hard_in))
+    report = box.loop.run_until_complete(drain_until(box.services.durable, now + stop_in, now + hard_in))
     return asdict(report)

@@ -22,6 +22,19 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models import Model, ModelRequestContext
 
+__all__ = [
+    "Hook",
+    "ModelCall",
+    "ModelProceed",
+    "RunOutcome",
+    "RunState",
+    "ToolCall",
+    "ToolProceed",
+    "Usage",
+    "idempotency_key",
+    "idempotency_scope",
+]
+
 
 @dataclass
 class Usage:
@@ -55,6 +68,10 @@ class RunState:
     user_id: str
     agent: str
     background: bool = False
+    # The model the run will use, for hooks that judge it before the first request (the budget
+    # prices it, the breaker checks it); None when the runtime cannot know it (a task's agent calls).
+    model: Model | str | None = None
+    history_len: int = 0  # messages of session history the run started from; the rest are its own
     started: float = field(default_factory=time.monotonic)
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = 0.0

@@ -15,6 +15,8 @@ from pydantic_ai.tools import ToolDefinition
 from agentkeep.failures import ToolError
 from agentkeep.hooks import Hook, ModelCall, ModelProceed, RunState, ToolCall, ToolProceed
 
+__all__ = ["PipelineCapability"]
+
 
 @dataclass
 class PipelineCapability(AbstractCapability[Any]):
@@ -26,7 +28,7 @@ class PipelineCapability(AbstractCapability[Any]):
 
     def partial_messages(self) -> list[ModelMessage]:
         """The messages this run added so far, for the record of a run that failed midway."""
-        return list(self._messages[self.run.extras.get("history_len", 0) :])
+        return list(self._messages[self.run.history_len :])
 
     async def wrap_model_request(
         self,

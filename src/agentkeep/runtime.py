@@ -1,8 +1,13 @@
 """The run pipeline every entry point goes through: HTTP, the durable worker and Lambda.
 
-    prepare()  validate the input, pick the agent, record the run and claim its session
+    prepare()  validate the input, pick the agent, admit the run, record it and claim its session
     execute()  load history → run the agent with the hooks around every model request and tool
                call → persist the new messages and the run's outcome in one transaction
+
+and the pieces every other kind of run is built from, so there is one life of a run: `admit_run()`
+(refusals before anything is stored), `new_record()`, `lease_s`, `scope()` (`agentkeep.lifecycle`:
+the active-run slot, the hooks' before/after, the recorded outcome), `fail()` and `run_agent()`.
+Background runs, tasks and schedules (`agentkeep.durable`) use these, never their own copies.
 
 Nothing here knows about HTTP: errors are `AgentkeepError`s, streaming is a callback of `RunEvent`s.
 """
@@ -14,8 +19,9 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from pydantic_ai import Agent, UsageLimits
@@ -23,7 +29,6 @@ from pydantic_ai.messages import (
     FunctionToolCallEvent,
     FunctionToolResultEvent,
     ModelMessage,
-    ModelMessagesTypeAdapter,
     PartDeltaEvent,
     PartStartEvent,
     TextPart,
@@ -33,23 +38,35 @@ from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult, AgentRunResultEvent
 
 from agentkeep.config import Settings
-from agentkeep.errors import AgentkeepError, Draining, InvalidRequest, NotFound, Overloaded, PayloadTooLarge, RunFailed
-from agentkeep.failures import Detached, classify
-from agentkeep.hooks import Hook, RunOutcome, RunState
+from agentkeep.errors import Draining, InvalidRequest, NotFound, Overloaded, PayloadTooLarge, RunFailed
+from agentkeep.failures import classify
+from agentkeep.hooks import Hook, RunState
+from agentkeep.lifecycle import ActiveRuns, RunScope, record_failure, run_scope
 from agentkeep.loader import AgentMap
 from agentkeep.models import resolve_model
-from agentkeep.observability.steps import steps_json
 from agentkeep.pipeline import PipelineCapability
 from agentkeep.stores.base import RunRecord, RunStatus, Store
 from agentkeep.transcript import load_chunks
+
+__all__ = [
+    "ANONYMOUS_USER",
+    "SESSION_ID_RE",
+    "EventSink",
+    "PreparedRun",
+    "RunEvent",
+    "RunRequest",
+    "Runtime",
+    "check_session_id",
+    "clean_message",
+    "new_id",
+]
 
 log = structlog.get_logger("agentkeep.runtime")
 
 ANONYMOUS_USER = "anonymous"
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_LEASE_MARGIN_S = 30.0
-_T = TypeVar("_T")
+_LEASE_MARGIN_S = 30.0  # past the run deadline: time to record the outcome before the lease lapses
 
 
 @dataclass
@@ -108,7 +125,7 @@ def new_id(prefix: str) -> str:
 
 
 class Runtime:
-    """Runs agents for callers; owns the active-run count and the drain state."""
+    """Runs agents for callers; owns the active-run count, the drain state and each run's life."""
 
     def __init__(self, settings: Settings, agents: AgentMap, store: Store, hooks: Sequence[Hook] = ()) -> None:
         self.settings = settings
@@ -119,12 +136,19 @@ class Runtime:
         self.models: dict[str, Model | None] = {
             name: resolve_model(settings.model, agent) for name, agent in agents.items()
         }
-        self.active_runs = 0
+        self._served = {id(agent): name for name, agent in agents.items()}
+        self.active = ActiveRuns()
         self.draining = False
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._running: set[asyncio.Task[Any]] = set()  # the tasks executing runs, for `interrupt()`
-        self._interrupted: set[asyncio.Task[Any]] = set()
+
+    @property
+    def active_runs(self) -> int:
+        """Runs executing in this process now: agent runs of every kind, and task runs."""
+        return self.active.count
+
+    @property
+    def lease_s(self) -> float:
+        """How long a run holds its session: its deadline, and a margin to record its outcome."""
+        return self.settings.run_timeout_s + _LEASE_MARGIN_S
 
     # --- admission ---
 
@@ -135,43 +159,23 @@ class Runtime:
         agent = request.agent or self.default_agent
         if agent not in self.agents:
             raise NotFound(f"no agent named {agent!r}; this server has: {', '.join(self.agents)}")
-        self.admit()
-        holds_slot = not request.background
-        if holds_slot:
-            self._enter()
+        holds_slot = await self.admit_run(agent, request.user_id, session_id, background=request.background)
         try:
-            provisional = RunState("", session_id, request.user_id, agent, request.background)
-            provisional.extras["model"] = self._model_of(agent)
-            for hook in self.hooks:
-                await hook.admit(provisional)
-            return await self._record(request, message, session_id, agent, holds_slot)
+            record = self.new_record(
+                agent=agent,
+                input=message,
+                user_id=request.user_id,
+                session_id=session_id,
+                background=request.background,
+                metadata=request.metadata,
+                webhook_url=request.webhook_url,
+            )
+            history = load_chunks(await self.store.start_run(record, self.lease_s))
+            return PreparedRun(record, history, holds_slot)
         except BaseException:
             if holds_slot:
-                self._leave()
+                self.active.leave()
             raise
-
-    async def _record(
-        self, request: RunRequest, message: str, session_id: str, agent: str, holds_slot: bool
-    ) -> PreparedRun:
-        record = RunRecord(
-            run_id=new_id("run"),
-            session_id=session_id,
-            user_id=request.user_id,
-            agent=agent,
-            status=RunStatus.QUEUED if request.background else RunStatus.RUNNING,
-            input=message,
-            created_at=time.time(),
-            metadata=request.metadata,
-            background=request.background,
-            webhook_url=request.webhook_url,
-        )
-        record.started_at = None if request.background else record.created_at
-        lease = self.settings.run_timeout_s + _LEASE_MARGIN_S
-        history = load_chunks(await self.store.start_run(record, lease))
-        return PreparedRun(record, history, holds_slot)
-
-    def _model_of(self, agent: str) -> Model | str | None:
-        return self.models[agent] or self.agents[agent].model
 
     def admit(self) -> None:
         """Refuse new work while draining or at the concurrency cap."""
@@ -182,11 +186,95 @@ class Runtime:
                 f"{self.active_runs} runs are active, the limit of this process; retry shortly", retry_after=1
             )
 
+    async def admit_run(self, agent: str, user_id: str, session_id: str, *, background: bool) -> bool:
+        """Refuse a new run before anything is stored: `admit()`, then every hook's `admit`.
+
+        A run that executes now (not `background`) is counted from here, so a burst cannot all pass
+        `admit()` before any of them is counted. Returns whether the caller holds that slot now: it
+        hands it to `execute` (`PreparedRun.holds_slot`), or gives it back if recording fails.
+        """
+        self.admit()
+        holds_slot = not background
+        if holds_slot:
+            self.active.enter()
+        try:
+            provisional = RunState("", session_id, user_id, agent, background, model=self._model_of(agent))
+            for hook in self.hooks:
+                await hook.admit(provisional)
+        except BaseException:
+            if holds_slot:
+                self.active.leave()
+            raise
+        return holds_slot
+
+    def new_record(
+        self,
+        *,
+        agent: str,
+        input: str,
+        user_id: str,
+        background: bool,
+        session_id: str | None = None,
+        run_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        webhook_url: str | None = None,
+    ) -> RunRecord:
+        """A new run's record, not stored yet: `queued` in the background, else `running` from now;
+        on a new session unless `session_id` names one."""
+        now = time.time()
+        return RunRecord(
+            run_id=run_id or new_id("run"),
+            session_id=session_id or new_id("ses"),
+            user_id=user_id,
+            agent=agent,
+            status=RunStatus.QUEUED if background else RunStatus.RUNNING,
+            input=input,
+            created_at=now,
+            started_at=None if background else now,
+            metadata=metadata if metadata is not None else {},
+            background=background,
+            webhook_url=webhook_url,
+        )
+
+    async def fail(self, record: RunRecord, failure: RunFailed) -> None:
+        """Record a run that ended by `failure` before it executed (it could not be queued, its
+        session stayed busy), and free its session."""
+        record.finished_at = time.time()
+        await record_failure(self.store, record, failure)
+
     # --- execution ---
 
     async def run(self, request: RunRequest) -> dict[str, Any]:
         """Prepare and execute a synchronous run; return the RunResult or raise `RunFailed`."""
         return await self.execute(await self.prepare(request))
+
+    def scope(
+        self,
+        record: RunRecord,
+        *,
+        durable: Sequence[Hook] | None = None,
+        resumed: bool = False,
+        holds_slot: bool = False,
+        since: float | None = None,
+    ) -> AbstractAsyncContextManager[RunScope]:
+        """The life of `record`'s run on the current task (`agentkeep.lifecycle`): counted in
+        `active_runs` and seen by `interrupt()`, the hooks' before/after around it, its outcome
+        recorded once. A `durable` run brings its checkpointing hooks (outermost); `resumed` says
+        it executes again; `since` is when its duration counts from, if not now."""
+        model = self._model_of(record.agent)
+        state = RunState(record.run_id, record.session_id, record.user_id, record.agent, record.background, model=model)
+        hooks = [*durable, *self.hooks] if durable is not None else self.hooks
+        return run_scope(
+            self.active,
+            self.store,
+            record,
+            state,
+            hooks,
+            durable=durable is not None,
+            resumed=resumed,
+            holds_slot=holds_slot,
+            since=since,
+        )
 
     async def execute(
         self,
@@ -201,71 +289,73 @@ class Runtime:
         A `durable` run brings its checkpointing hooks (outermost); interrupted here or taken over
         elsewhere it raises `Detached`, recording nothing, and a later execution resumes it."""
         record = prepared.record
-        state = RunState(record.run_id, record.session_id, record.user_id, record.agent, record.background)
-        # The model the run will use, for hooks that judge it before the first request (the budget prices it).
-        state.extras["model"] = self._model_of(record.agent)
-        hooks = [*durable, *self.hooks] if durable is not None else self.hooks
-        capability = PipelineCapability(state, hooks)
-        if not prepared.holds_slot:
-            self._enter()
-        prepared.holds_slot = False
-        task = asyncio.current_task()
-        if task is not None:
-            self._running.add(task)
-        outcome = RunOutcome(status=RunStatus.FAILED.value)
-        try:
+        holds_slot, prepared.holds_slot = prepared.holds_slot, False
+        async with self.scope(record, durable=durable, resumed=resumed, holds_slot=holds_slot) as run:
+            capability = PipelineCapability(run.state, run.hooks)
             if emit is not None:
                 await emit(RunEvent("run.started", {"run_id": record.run_id, "session_id": record.session_id}))
             try:
-                await self._before_run(hooks, state, resumed=resumed)
-                result = await self._run_agent(prepared, capability, emit)
+                await run.before_run()
+                result = await self.run_agent(
+                    self.agents[record.agent],
+                    record.input,
+                    capability,
+                    model=self.models[record.agent],
+                    history=prepared.history,
+                    emit=emit,
+                    run_id=record.run_id,
+                    conversation_id=record.session_id,
+                )
             except BaseException as exc:
-                if durable is not None and (isinstance(exc, Detached) or self._stopped_here(exc, task)):
-                    outcome = RunOutcome(RunStatus.INTERRUPTED.value, "interrupted", exc)
-                    raise Detached() from None
+                if run.detaches(exc):
+                    raise  # the scope leaves it unfinished, recording nothing
                 failure = classify(exc)
                 if failure.error_type == "internal_error":
                     log.error("run_internal_error", run_id=record.run_id, exc_info=exc)
-                outcome = RunOutcome(failure_status(failure), failure.error_type, exc)
-                await self._finish_failed(record, state, capability, failure)
+                await run.fail(failure, exc, partial=capability.partial_messages())
                 if emit is not None:
                     await emit(RunEvent("run.failed", failure.envelope()))
-                if isinstance(exc, asyncio.CancelledError) and not self._was_interrupted(task):
+                if isinstance(exc, asyncio.CancelledError) and not run.interrupted_here(exc):
                     raise
                 raise failure from None
-            if not await self._finish_succeeded(record, state, result, result.new_messages()):
-                outcome = RunOutcome(RunStatus.CANCELLED.value, "cancelled")  # a cancel was recorded first
+            if not await run.succeed(_output_text(result.output), result.new_messages()):
                 raise RunFailed("cancelled", "the run was cancelled as it finished; its answer was not kept")
-            outcome = RunOutcome(RunStatus.SUCCEEDED.value)
             payload = self.result_payload(record)
             if emit is not None:
                 await emit(RunEvent("run.completed", payload))
             return payload
-        finally:
-            await self._after_run(hooks, state, outcome)
-            if task is not None:
-                self._running.discard(task)
-                self._interrupted.discard(task)
-            self._leave()
 
-    async def _run_agent(
-        self, prepared: PreparedRun, capability: PipelineCapability, emit: EventSink | None
+    def model_for(self, agent: Agent[Any, Any]) -> Model | None:
+        """The model a call of `agent` uses: a served agent's, resolved once at startup; any other's
+        resolved the same way (AGENTKEEP_MODEL's override, or the built-in model)."""
+        name = self._served.get(id(agent))
+        return self.models[name] if name is not None else resolve_model(self.settings.model, agent)
+
+    async def run_agent(
+        self,
+        agent: Agent[Any, Any],
+        prompt: str,
+        capability: PipelineCapability,
+        *,
+        model: Model | None,
+        history: list[ModelMessage] | None = None,
+        emit: EventSink | None = None,
+        **ids: str,
     ) -> AgentRunResult[Any]:
-        record = prepared.record
-        agent: Agent[Any, Any] = self.agents[record.agent]
+        """One agent call under the run's hooks, its cap on model requests and its deadline; with
+        `emit`, streamed. `ids` are Pydantic AI's `run_id` and `conversation_id`, when the call is the run."""
         kwargs: dict[str, Any] = {
-            "message_history": prepared.history or None,
-            "model": self.models[record.agent],
+            "message_history": history or None,
+            "model": model,
             "usage_limits": UsageLimits(request_limit=self.settings.max_model_requests),
             "capabilities": [capability],
-            "run_id": record.run_id,
-            "conversation_id": record.session_id,
+            **ids,
         }
-        capability.run.extras["history_len"] = len(prepared.history)
+        capability.run.history_len = len(history or ())
         async with asyncio.timeout(self.settings.run_timeout_s):
             if emit is None:
-                return await agent.run(record.input, **kwargs)
-            async with agent.run_stream_events(record.input, **kwargs) as events:
+                return await agent.run(prompt, **kwargs)
+            async with agent.run_stream_events(prompt, **kwargs) as events:
                 async for event in events:
                     if isinstance(event, AgentRunResultEvent):
                         return event.result
@@ -274,44 +364,11 @@ class Runtime:
                         await emit(mapped)
         raise RunFailed("internal_error", "the agent's event stream ended without a result")
 
-    async def _finish_succeeded(
-        self, record: RunRecord, state: RunState, result: AgentRunResult[Any], new: list[ModelMessage]
-    ) -> bool:
-        record.status = RunStatus.SUCCEEDED
-        record.output = _output_text(result.output)
-        self._fill(record, state)
-        record.messages_json = ModelMessagesTypeAdapter.dump_json(new)
-        return await _shielded(self.store.finish_run(record, append_to_session=record.messages_json))
-
-    async def _finish_failed(
-        self, record: RunRecord, state: RunState, capability: PipelineCapability, failure: RunFailed
-    ) -> None:
-        record.status = RunStatus(failure_status(failure))
-        record.error_type = failure.error_type
-        record.error_message = failure.message
-        self._fill(record, state)
-        partial = capability.partial_messages()
-        record.messages_json = ModelMessagesTypeAdapter.dump_json(partial) if partial else None
-        await _shielded(self.store.finish_run(record, append_to_session=None))
-
-    def _fill(self, record: RunRecord, state: RunState) -> None:
-        record.finished_at = time.time()
-        record.duration_ms = (time.monotonic() - state.started) * 1000
-        record.usage, record.cost_usd, record.steps_json = state.usage, state.cost_usd, steps_json(state)
-        record.tools_used = list(state.tools_used)
-
-    async def _before_run(self, hooks: Sequence[Hook], state: RunState, *, resumed: bool) -> None:
-        for hook in hooks:
-            try:
-                await hook.before_run(state)
-            except AgentkeepError as exc:
-                if not resumed:  # admitted when it started; its next model request still meets every check
-                    raise
-                log.info("run.resumed_despite_refusal", run_id=state.run_id, refusal=exc.type)
-
-    async def _after_run(self, hooks: Sequence[Hook], state: RunState, outcome: RunOutcome) -> None:
-        for hook in hooks:
-            await hook.after_run(state, outcome)
+    def _model_of(self, agent: str) -> Model | str | None:
+        """The model a run of `agent` will use; None for a task (`task:NAME`), whose agent calls are its own."""
+        if agent not in self.agents:
+            return None
+        return self.models[agent] or self.agents[agent].model
 
     @staticmethod
     def result_payload(record: RunRecord) -> dict[str, Any]:
@@ -327,56 +384,20 @@ class Runtime:
             "duration_ms": round(record.duration_ms or 0.0, 3),
         }
 
-    # --- the active-run count, for drain and backpressure ---
-
-    def _enter(self) -> None:
-        self.active_runs += 1
-        self._idle.clear()
-
-    def _leave(self) -> None:
-        self.active_runs -= 1
-        if self.active_runs == 0:
-            self._idle.set()
+    # --- drain ---
 
     def interrupt(self) -> int:
-        """Cancel every run executing here (a drain out of time); each is recorded `interrupted`.
+        """Cancel every run executing here (a drain out of time); returns how many were running.
 
-        The caller of an interrupted run gets `RunFailed("interrupted")` (HTTP 503), not the
-        cancellation: the task was only cancelled to stop the agent. Returns how many were running.
+        An agent run is recorded `interrupted` and its caller gets `RunFailed("interrupted")` (HTTP
+        503), not the cancellation: the task was only cancelled to stop the agent. A durable run
+        (a background run, a task) records nothing and is resumed by the next process.
         """
-        tasks = list(self._running)
-        for task in tasks:
-            self._interrupted.add(task)
-            task.cancel("agentkeep: drain timeout")
-        return len(tasks)
-
-    def _stopped_here(self, exc: BaseException, task: asyncio.Task[Any] | None) -> bool:
-        return isinstance(exc, asyncio.CancelledError) and self._was_interrupted(task)
-
-    def _was_interrupted(self, task: asyncio.Task[Any] | None) -> bool:
-        if task is None or task not in self._interrupted:
-            return False
-        task.uncancel()
-        return True
+        return self.active.interrupt()
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no run is active; False if `timeout` passed first."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
-
-
-def failure_status(failure: RunFailed) -> str:
-    stopped = {"cancelled": RunStatus.CANCELLED, "interrupted": RunStatus.INTERRUPTED}
-    return stopped.get(failure.error_type, RunStatus.FAILED).value
-
-
-async def _shielded(work: Awaitable[_T]) -> _T:
-    """Persist even when the caller is being cancelled: an acknowledged outcome must be written."""
-    return await asyncio.shield(asyncio.ensure_future(work))
+        return await self.active.wait_idle(timeout)
 
 
 def _output_text(output: object) -> str:

@@ -231,10 +231,10 @@ async def test_admission_checks_agent_session_id_and_capacity(store: Store) -> N
     with pytest.raises(SessionBusy):
         await runtime.prepare(RunRequest(message="y", session_id="busy"))
     assert runtime.active_runs == 1  # the refused run gave its slot back
-    runtime.active_runs = 2
+    runtime.active.enter()  # another run takes the second slot
     with pytest.raises(Overloaded):
         await runtime.prepare(RunRequest(message="z"))
-    runtime.active_runs = 1
+    runtime.active.leave()
     await runtime.execute(prepared)
     assert runtime.active_runs == 0
     record = await store.get_run("anonymous", prepared.record.run_id)

@@ -97,7 +97,7 @@ class Budget(Hook):
         run.cost_usd = to_usd(state.spent_nano)
         if not self.caps.any:
             return
-        model = run.extras.get("model")
+        model = run.model
         if model is not None and self.pricer.price(model) is None:
             raise self._price_unknown(_model_name(model))
         if self.caps.run is not None and state.spent_nano >= self.caps.run:

@@ -3,7 +3,7 @@
 Before the run (`admit`, and again in `before_run` for a run queued earlier): when every model
 the run would use has an open breaker, it is refused at once with `circuit_open`, before it is
 recorded and without starting the agent, so a refusal takes well under a millisecond of the
-server's time. The runtime names the run's model in `RunState.extras["model"]`.
+server's time. The runtime names the run's model in `RunState.model`.
 
 Per attempt at a model request (Pydantic AI makes another one each time a hook raises
 `RetryModelRequest`):
@@ -111,7 +111,7 @@ class Resilience(Hook):
         await self._refuse_if_open(run)
 
     async def _refuse_if_open(self, run: RunState) -> None:
-        model = run.extras.get("model")
+        model = run.model
         if not isinstance(model, Model):
             return
         names = _model_names(model)

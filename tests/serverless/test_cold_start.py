@@ -31,7 +31,8 @@ from tests.support.cli import make_key
 # collector) has no use for it: loading one of them is a regression of the cold start.
 NOT_FOR_A_SYNC_RUN = {
     "dbos": "the durable engine starts for a background run or in worker_handler",
-    "agentkeep.durable.steps": "DBOS's side of the durable engine",
+    "agentkeep.durable.checkpoints": "DBOS's side of the durable engine",
+    "agentkeep.durable._dbos": "DBOS's side of the durable engine",
     "agentkeep.durable.workflows": "DBOS's side of the durable engine",
     "opentelemetry.sdk": "tracing is configured by AGENTKEEP_OTEL_ENDPOINT only",
     "opentelemetry.exporter": "tracing is configured by AGENTKEEP_OTEL_ENDPOINT only",

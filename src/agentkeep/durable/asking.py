@@ -4,7 +4,7 @@ A task is one run: one record, one budget, one line in the metrics. Each `ask()`
 agent call on that run, sent through the pipeline the runtime gives every run:
 
     DurableSteps   each model request and tool call a checkpointed step (a plain call inside a
-                   `@step`, whose result is the checkpoint)
+                   `@step`, whose result is the checkpoint; checkpoints.py)
     the runtime's  telemetry, breakers and retries, the budget: reservations against the run's,
                    session's and user's caps, and every request in the ledger under the task's run id
 
@@ -18,26 +18,20 @@ cost needs no such help, as the budget reads the run's spend back from the ledge
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-from pydantic_ai import Agent, UsageLimits
+from pydantic_ai import Agent
 from pydantic_ai.run import AgentRunResult
 
-from agentkeep.errors import AgentkeepError
-from agentkeep.hooks import Hook, RunOutcome, RunState, Usage
-from agentkeep.models import resolve_model
+from agentkeep.hooks import Hook, RunState, Usage
 from agentkeep.pipeline import PipelineCapability
 from agentkeep.runtime import Runtime
 
 __all__ = ["CURRENT", "Tally", "TaskContext", "current_tally", "tally_scope"]
-
-log = structlog.get_logger("agentkeep.durable")
 
 
 @dataclass
@@ -75,43 +69,21 @@ def current_tally() -> Tally | None:
 
 @dataclass
 class TaskContext:
-    """One task run in progress: its state, and the hooks its agent calls go through."""
+    """One task run in progress: its state, and the hooks its agent calls go through (the run
+    scope's: the checkpoints outermost, then the runtime's)."""
 
     runtime: Runtime
     state: RunState
-    hooks: list[Hook]
-
-    async def before_run(self, *, resumed: bool) -> None:
-        """The runtime's `before_run` hooks, once per execution of the task (the budget may refuse)."""
-        for hook in self.hooks:
-            try:
-                await hook.before_run(self.state)
-            except AgentkeepError as exc:
-                if not resumed:  # admitted when it started; its next model request still meets every check
-                    raise
-                log.info("run.resumed_despite_refusal", run_id=self.state.run_id, refusal=exc.type)
-
-    async def after_run(self, outcome: RunOutcome) -> None:
-        for hook in self.hooks:
-            await hook.after_run(self.state, outcome)
+    hooks: Sequence[Hook]
 
     async def ask(self, agent: Agent[Any, Any], prompt: str) -> AgentRunResult[Any]:
         """Run `agent` on `prompt` as one call of this task's run, on the model the server uses for it."""
-        runtime, run = self.runtime, self.state
-        served = {id(a): name for name, a in runtime.agents.items()}
-        # A served agent's model was resolved once at startup; any other is resolved like one.
-        name = served.get(id(agent))
-        model = runtime.models[name] if name is not None else resolve_model(runtime.settings.model, agent)
+        run = self.state
         call = RunState(run.run_id, run.session_id, run.user_id, run.agent, run.background)
         call.cost_usd, call.extras = run.cost_usd, run.extras
         try:
-            async with asyncio.timeout(runtime.settings.run_timeout_s):
-                return await agent.run(
-                    prompt,
-                    model=model,
-                    usage_limits=UsageLimits(request_limit=runtime.settings.max_model_requests),
-                    capabilities=[PipelineCapability(call, self.hooks)],
-                )
+            capability = PipelineCapability(call, self.hooks)
+            return await self.runtime.run_agent(agent, prompt, capability, model=self.runtime.model_for(agent))
         finally:
             self.absorb(call.usage, call.tools_used, call.cost_usd)
 

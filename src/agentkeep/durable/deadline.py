@@ -17,10 +17,10 @@ loop of `agentkeep worker` cannot run forever:
                                the runs over at once
 
 The gate sits on `DBOS.run_step_async`, the one call every step of a run or a task goes through,
-and only while `drain_until` runs. The second half of a tool call (`tool:NAME`, after its
-`tool_started:NAME` marker) always runs: stopping between the two would make a resumed run treat
-the tool as cut mid-call (steps.py). So no step is executed twice, as long as the step in flight
-at `stop_at` ends before `hard_stop_at`.
+and only while `drain_until` runs (`_dbos.intercept_steps`). The second half of a tool call
+(`tool:NAME`, after its `tool_started:NAME` marker) always runs: stopping between the two would
+make a resumed run treat the tool as cut mid-call (checkpoints.py). So no step is executed twice,
+as long as the step in flight at `stop_at` ends before `hard_stop_at`.
 """
 
 from __future__ import annotations
@@ -32,12 +32,16 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agentkeep.durable.engine import QUEUE, DurableEngine
+from agentkeep.durable.engine import DurableEngine
+from agentkeep.durable.setup import QUEUE
 from agentkeep.failures import Detached
+
+if TYPE_CHECKING:
+    from agentkeep.durable._dbos import StepCall
 
 __all__ = ["DrainReport", "StepGate", "drain_until"]
 
@@ -73,34 +77,34 @@ class StepGate:
     @contextlib.contextmanager
     def installed(self) -> Iterator[StepGate]:
         """Route every `DBOS.run_step_async` call through this gate until the block ends."""
+        from agentkeep.durable._dbos import intercept_steps
+
+        with intercept_steps(self._step):
+            yield self
+
+    async def _step(
+        self, run_step: StepCall, options: Any, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """One step of a workflow: refused once the gate is closed (but the second half of a tool call)."""
         from dbos import DBOS
 
-        original: Any = DBOS.__dict__["run_step_async"]
-        gate = self
-
-        async def run_step_async(cls: type[DBOS], options: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-            if DBOS.workflow_id is None:
-                return await original.__func__(cls, options, func, *args, **kwargs)
-            name = str((options or {}).get("name") or "")
-            if gate.closed and not name.startswith("tool:"):
-                gate.report.steps_refused += 1
-                raise Detached()
-            gate.in_flight += 1
-            gate.report.steps_started += 1
-            task = asyncio.current_task()
-            if task is not None:
-                gate.running.add(task)
-            try:
-                return await original.__func__(cls, options, func, *args, **kwargs)
-            finally:
-                gate.in_flight -= 1
-                gate.running.discard(task)
-
-        DBOS.run_step_async = classmethod(run_step_async)  # type: ignore[method-assign, assignment]
+        if DBOS.workflow_id is None:
+            return await run_step(options, func, *args, **kwargs)
+        name = str((options or {}).get("name") or "")
+        if self.closed and not name.startswith("tool:"):
+            self.report.steps_refused += 1
+            raise Detached()
+        self.in_flight += 1
+        self.report.steps_started += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self.running.add(task)
         try:
-            yield self
+            return await run_step(options, func, *args, **kwargs)
         finally:
-            DBOS.run_step_async = original  # type: ignore[method-assign]
+            self.in_flight -= 1
+            if task is not None:
+                self.running.discard(task)
 
 
 async def drain_until(engine: DurableEngine, stop_at: float, hard_stop_at: float) -> DrainReport:
@@ -183,7 +187,7 @@ async def _cut(engine: DurableEngine, gate: StepGate) -> None:
     """Out of time with steps still running: cancel them, unrecorded, so that none finishes after
     the engine stopped; each runs again when its run resumes."""
     log.warning("durable.time_box_overrun", steps_in_flight=gate.in_flight)
-    engine.runtime.interrupt()  # an agent run records nothing when interrupted (Detached)
+    engine.runtime.interrupt()  # a durable run, agent or task, records nothing when interrupted (Detached)
     tasks = set(gate.running)
     for task in tasks:
         task.cancel("agentkeep: time box over")
@@ -192,7 +196,6 @@ async def _cut(engine: DurableEngine, gate: StepGate) -> None:
 
 
 def _active_here() -> int:
-    # DBOS's own count of the workflows executing in this process (no public accessor).
-    from dbos._dbos import _get_dbos_instance
+    from agentkeep.durable._dbos import active_workflows
 
-    return len(_get_dbos_instance()._active_workflows_set.activeList())
+    return active_workflows()

@@ -3,8 +3,11 @@
     POST /v1/runs {background}  → Runtime.prepare() records the run (queued) and claims its session
                                 → submit(): enqueue workflow `agentkeep.run`(run_id, user_id) under
                                   workflow id = run id, partition key = user id
-    a process that dequeues     → execute(): mark it running (a step), claim the session again, run
-                                  the agent through the runtime with `DurableSteps` outermost
+    POST /v1/tasks/{name}       → submit_task(): admitted and recorded by the runtime, enqueued as
+                                  workflow `agentkeep.task`
+    a process that dequeues     → Runner.resume_run() / Runner.run_task() (runner.py): mark it
+                                  running (a step), then run it in the runtime's run scope with
+                                  `DurableSteps` (checkpoints.py) outermost
     kill -9, restart            → DBOS.launch() resumes this executor's unfinished runs; each
                                   finished step returns its checkpoint instead of running again
     POST /v1/runs/{id}/cancel   → cancel(): the run stops at its next step boundary
@@ -12,7 +15,8 @@
 The queue limits how many runs one process executes (AGENTKEEP_WORKER_CONCURRENCY) and how many
 of one user's runs execute at once across the fleet (AGENTKEEP_USER_CONCURRENCY), so one user
 cannot starve the rest. DBOS is imported in `start()` only: a process that serves only
-synchronous runs never loads it. DBOS is a process singleton, so there is one engine per process.
+synchronous runs never loads it. DBOS is a process singleton, so there is one engine per process;
+`start()` registers what executes each workflow (`workflows.REGISTRY`).
 """
 
 from __future__ import annotations
@@ -22,37 +26,30 @@ import importlib
 import importlib.util
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
-from pydantic_ai import Agent
 
 from agentkeep.api_models import RunOut, run_view
 from agentkeep.config import Settings
+from agentkeep.durable.runner import Runner
 from agentkeep.durable.runs import RunBook
 from agentkeep.durable.schedules import Scheduler
-from agentkeep.durable.setup import Identity, dbos_config, route_dbos_logs, system_database_url
+from agentkeep.durable.setup import QUEUE, Identity, dbos_config, route_dbos_logs, system_database_url
 from agentkeep.durable.takeover import Takeover
-from agentkeep.durable.tasks import TaskRunner, new_task_run
+from agentkeep.durable.tasks import task_record
 from agentkeep.durable.upkeep import Upkeep
 from agentkeep.durable.webhooks import RETRY, WebhookFailed, WebhookSender
 from agentkeep.errors import ConfigError, RunFailed
 from agentkeep.runtime import PreparedRun, Runtime
-from agentkeep.stores.base import RunRecord, RunStatus
+from agentkeep.stores.base import RunRecord
 from agentkeep.stores.sql import SQLStore
-from agentkeep.transcript import load_chunks
 from agentkeep.worker import WorkerLoop
 
-if TYPE_CHECKING:
-    from agentkeep.durable.steps import DurableSteps
-
-__all__ = ["QUEUE", "DurableEngine"]
+__all__ = ["DurableEngine"]
 
 log = structlog.get_logger("agentkeep.durable")
 
-QUEUE = "agentkeep_runs"
-_LEASE_MARGIN_S = 30.0
-_SESSION_POLL_S = 0.5
 _CANCEL_WAIT_S = 3.0
 _QUEUE_POLL_S = 0.2
 _UPKEEP_DRAIN_S = 5.0
@@ -70,13 +67,11 @@ class DurableEngine:
         self.dequeue = dequeue
         self.runs = RunBook(runtime.store)
         self.webhooks = WebhookSender(settings)
-        self.tasks = TaskRunner(self)
-        self.scheduler = Scheduler(self, settings.schedules)
+        self.scheduler = Scheduler(runtime, settings.schedules, self.enqueue)
         self.takeover = Takeover(runtime.store, me, settings.recovery_s)
         self.upkeep = Upkeep(self.takeover, self.runs, settings.run_retention_days)
         self.loop = WorkerLoop(self.upkeep.step, idle_s=self.takeover.interval_s, backoff_cap_s=settings.recovery_s / 2)
         self.started = False
-        self._steps: DurableSteps | None = None
         self._lock = asyncio.Lock()
 
     @staticmethod
@@ -110,10 +105,18 @@ class DurableEngine:
             workflows = await asyncio.to_thread(importlib.import_module, "agentkeep.durable.workflows")
             from dbos import DBOS
 
-            from agentkeep.durable.steps import DurableSteps
+            from agentkeep.durable.checkpoints import DurableSteps
 
-            self._steps = DurableSteps()
-            workflows.bind(self)
+            runner = Runner(self.runtime, self.runs, DurableSteps())
+            workflows.REGISTRY.register(
+                workflows.WorkflowBodies(
+                    resume_run=runner.resume_run,
+                    run_task=runner.run_task,
+                    deliver_webhook=self.deliver_webhook,
+                    fire_schedule=self.scheduler.fire,
+                    notify=self.notify,
+                )
+            )
             route_dbos_logs()
             config = dbos_config(self.settings, self.me)
             # Schema changes (and their locks) off the loop; launch() then only reads and registers.
@@ -144,7 +147,7 @@ class DurableEngine:
             )
 
     async def _warn_stale(self) -> None:
-        from agentkeep.durable.upgrade import stale
+        from agentkeep.durable.upgrade import stale  # imports dbos
 
         left = await stale(self.me.version)
         if left:
@@ -158,10 +161,9 @@ class DurableEngine:
         """Dequeue nothing more: a draining process only finishes what it holds."""
         self.loop.begin_drain()
         if self.started:
-            from dbos._dbos import _get_dbos_instance
+            from agentkeep.durable._dbos import stop_dequeuing
 
-            for stop in _get_dbos_instance().background_thread_stop_events:
-                stop.set()
+            stop_dequeuing()
 
     async def stop(self) -> None:
         """Shut DBOS down. Runs still executing stay unfinished in DBOS: the next process resumes them."""
@@ -187,9 +189,9 @@ class DurableEngine:
     async def submit_task(
         self, name: str, task_input: dict[str, Any], user_id: str, webhook_url: str | None
     ) -> RunRecord:
-        """Record and queue a run of task `name`; `NotFound` for an unknown task."""
-        record = new_task_run(name, task_input, user_id, webhook_url)
-        self.runtime.admit()
+        """Admit, record and queue a run of task `name`; `NotFound` for an unknown task."""
+        record = task_record(self.runtime, name, task_input, user_id, webhook_url)
+        await self.runtime.admit_run(record.agent, user_id, record.session_id, background=True)
         await self.runtime.store.create_run(record)
         await self.enqueue(record, "task_workflow")
         return record
@@ -206,9 +208,7 @@ class DurableEngine:
                 await DBOS.enqueue_workflow_async(QUEUE, getattr(workflows, workflow), record.run_id, record.user_id)
         except Exception as exc:
             log.error("durable.enqueue_failed", run_id=record.run_id, exc_info=exc)
-            record.status, record.finished_at = RunStatus.FAILED, time.time()
-            record.error_type, record.error_message = "internal_error", "the run could not be queued"
-            await self.runtime.store.finish_run(record, append_to_session=None)
+            await self.runtime.fail(record, RunFailed("internal_error", "the run could not be queued"))
             raise RunFailed("internal_error", "the run could not be queued; retry shortly") from None
 
     async def cancel(self, record: RunRecord) -> RunRecord:
@@ -244,54 +244,6 @@ class DurableEngine:
                 return True
             await asyncio.sleep(0.05)
         return False
-
-    # --- the worker's side: the body of workflow `agentkeep.run` ---
-
-    async def execute(self, run_id: str, user_id: str) -> str:
-        """Execute (or resume) a run; return its final status. Raises `Detached` to leave it unfinished."""
-        from dbos import DBOS
-
-        record = await self.runtime.store.get_run(user_id, run_id)
-        if record is None or record.status.finished:  # pruned, or cancelled while queued
-            return record.status.value if record else "missing"
-        started_now = False
-
-        async def run_started() -> float | None:
-            nonlocal started_now
-            started_now = True
-            return await self.runs.start(record)
-
-        started_at = await DBOS.run_step_async({"name": "run_started"}, run_started)
-        if started_at is None:  # cancelled between the dequeue and here
-            return RunStatus.CANCELLED.value
-        record.status, record.started_at = RunStatus.RUNNING, started_at
-        history = await self._claim_session(record)
-        if history is None:
-            return record.status.value
-        assert self._steps is not None
-        try:
-            # Steps are numbered in the order they start: tool calls in parallel could swap numbers.
-            with Agent.parallel_tool_call_execution_mode("sequential"):
-                await self.runtime.execute(
-                    PreparedRun(record, load_chunks(history)), durable=[self._steps], resumed=not started_now
-                )
-        except RunFailed:
-            pass  # recorded by the runtime
-        return record.status.value
-
-    async def _claim_session(self, record: RunRecord) -> list[bytes] | None:
-        """Take the run's session, waiting while a run that started meanwhile still holds it."""
-        lease = self.settings.run_timeout_s + _LEASE_MARGIN_S
-        deadline = time.monotonic() + self.settings.run_timeout_s
-        while (history := await self.runs.claim(record, lease)) is None:
-            if time.monotonic() > deadline:
-                record.status, record.finished_at = RunStatus.FAILED, time.time()
-                record.error_type = "run_timeout"
-                record.error_message = "the run's session stayed busy with another run past the run's deadline"
-                await self.runtime.store.finish_run(record, append_to_session=None)
-                return None
-            await asyncio.sleep(_SESSION_POLL_S)
-        return history
 
     # --- completion webhooks ---
 

@@ -16,44 +16,43 @@ Each process that executes background runs writes the configured schedules into 
 table when it starts (one name per schedule, prefixed `agentkeep:`; schedules removed from the
 file are deleted). DBOS's scheduler starts workflow `agentkeep.scheduled` once per tick under the
 id `sched-agentkeep:NAME-TIME`, so however many processes run it, a tick happens once. That workflow
-records the tick's run (a deterministic run id, in a step) and queues it like any background run:
-it is visible at `GET /v1/runs/{run_id}` to the schedule's `user`.
+records the tick's run (a deterministic run id, in a step, built by the runtime like any run's
+record) and queues it like any background run: it is visible at `GET /v1/runs/{run_id}` to the
+schedule's `user`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agentkeep.config import Schedule
-from agentkeep.durable.tasks import TASKS, new_task_run
+from agentkeep.durable.tasks import TASKS, task_record
 from agentkeep.errors import ConfigError, SessionBusy
-from agentkeep.runtime import new_id
-from agentkeep.stores.base import RunRecord, RunStatus
+from agentkeep.runtime import Runtime
+from agentkeep.stores.base import RunRecord
 
-if TYPE_CHECKING:
-    from agentkeep.durable.engine import DurableEngine
-
-__all__ = ["PREFIX", "Scheduler", "check_schedules"]
+__all__ = ["PREFIX", "Enqueue", "Scheduler", "check_schedules"]
 
 log = structlog.get_logger("agentkeep.durable")
 
 PREFIX = "agentkeep:"
-_LEASE_MARGIN_S = 30.0
+
+Enqueue = Callable[[RunRecord, str], Awaitable[None]]
+"""`DurableEngine.enqueue`: queue a recorded run as the named workflow."""
 
 
 class Scheduler:
     """Applies the configured schedules to DBOS, and turns each tick into a queued run."""
 
-    def __init__(self, engine: DurableEngine, schedules: list[Schedule]) -> None:
-        self.engine = engine
+    def __init__(self, runtime: Runtime, schedules: list[Schedule], enqueue: Enqueue) -> None:
+        self.runtime = runtime
         self.schedules = {entry.name: entry for entry in schedules}
+        self.enqueue = enqueue
 
     async def apply(self) -> None:
         """Make DBOS's schedule table match the configuration."""
@@ -92,41 +91,35 @@ class Scheduler:
         record = await DBOS.run_step_async({"name": "record"}, self._record, entry, run_id, scheduled_at)
         if record is None:
             return "skipped"
-        await self.engine.enqueue(record, "task_workflow" if entry.task else "run_workflow")
+        await self.enqueue(record, "task_workflow" if entry.task else "run_workflow")
         return record.run_id
 
     async def _record(self, entry: Schedule, run_id: str, scheduled_at: datetime) -> RunRecord | None:
-        store = self.engine.runtime.store
-        existing = await store.get_run(entry.user, run_id)
+        runtime = self.runtime
+        existing = await runtime.store.get_run(entry.user, run_id)
         if existing is not None:
             return existing
         metadata = {"schedule": entry.name, "scheduled_at": scheduled_at.isoformat()}
         if entry.task is not None:
-            record = new_task_run(entry.task, entry.input, entry.user, None)
-            record.run_id, record.metadata = run_id, {**record.metadata, **metadata}
-            await store.create_run(record)
+            record = task_record(runtime, entry.task, entry.input, entry.user, None, run_id=run_id)
+            record.metadata = {**record.metadata, **metadata}
+            await runtime.store.create_run(record)
             return record
-        record = _agent_run(entry, run_id, metadata, self.engine.runtime.default_agent)
+        record = runtime.new_record(
+            agent=entry.agent or runtime.default_agent,
+            input=entry.message or "",
+            user_id=entry.user,
+            background=True,
+            session_id=entry.session_id,
+            run_id=run_id,
+            metadata=json.loads(json.dumps(metadata)),
+        )
         try:
-            await store.start_run(record, self.engine.settings.run_timeout_s + _LEASE_MARGIN_S)
+            await runtime.store.start_run(record, runtime.lease_s)
         except SessionBusy:
             log.warning("schedule.skipped", schedule=entry.name, reason="its session is busy with another run")
             return None
         return record
-
-
-def _agent_run(entry: Schedule, run_id: str, metadata: dict[str, Any], default_agent: str) -> RunRecord:
-    return RunRecord(
-        run_id=run_id,
-        session_id=entry.session_id or new_id("ses"),
-        user_id=entry.user,
-        agent=entry.agent or default_agent,
-        status=RunStatus.QUEUED,
-        input=entry.message or "",
-        created_at=time.time(),
-        metadata=json.loads(json.dumps(metadata)),
-        background=True,
-    )
 
 
 def check_schedules(schedules: list[Schedule], agents: Collection[str]) -> None:

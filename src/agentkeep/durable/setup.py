@@ -8,6 +8,7 @@
     app version       agentkeep's version + a hash of the TARGET file (AGENTKEEP_APP_VERSION
                       overrides). DBOS resumes a run only on the version that started it: a
                       redeploy with changed agent code leaves older runs waiting (docs/durable.md)
+    queue             `agentkeep_runs` (QUEUE): every background run and task, partitioned per user
 
 Nothing here imports dbos at module level.
 """
@@ -29,9 +30,10 @@ from agentkeep.config import Settings
 from agentkeep.errors import ConfigError
 from agentkeep.stores.backup import durable_sidecar
 
-__all__ = ["Identity", "dbos_config", "identity", "route_dbos_logs", "system_database_url"]
+__all__ = ["QUEUE", "Identity", "dbos_config", "identity", "route_dbos_logs", "system_database_url"]
 
 APP_NAME = "agentkeep"
+QUEUE = "agentkeep_runs"
 _SQLITE_POOL = {"pool_size": 20, "max_overflow": 0, "pool_timeout": 30}
 _PG_POOL = 10
 

@@ -51,10 +51,9 @@ class Takeover:
         await self.beat()
         recovered: list[str] = []
         for dead in await self.claim_stale():
-            from dbos import DBOS
+            from agentkeep.durable._dbos import recover_executor
 
-            handles = await asyncio.to_thread(DBOS._recover_pending_workflows, [dead])
-            ids = [handle.workflow_id for handle in handles]
+            ids = await asyncio.to_thread(recover_executor, dead)
             log.warning("durable.takeover", dead_executor=dead, runs=ids)
             recovered += ids
         return recovered

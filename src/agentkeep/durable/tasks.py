@@ -20,32 +20,27 @@ task resumes and every step that finished returns its recorded result instead of
 the same order given the same results). Outside a task a step is a plain call, handy in tests.
 A step that fails after its retries fails the task with that step's error; a budget refusal
 is not retried. `ask()` inside a task goes through the run pipeline (`asking.py`): the task's run
-records what its agent calls used and cost, and its budget caps them.
+records what its agent calls used and cost, and its budget caps them. The task's run itself is
+executed by `runner.py`, in the runtime's run scope like any run.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from pydantic_ai import Agent
 
-from agentkeep.durable.asking import CURRENT, Tally, TaskContext, current_tally, tally_scope
+from agentkeep.durable.asking import CURRENT, Tally, current_tally, tally_scope
 from agentkeep.errors import BudgetExceeded, NotFound, PriceUnknown, RunFailed
 from agentkeep.failures import CancelRequested, classify
-from agentkeep.hooks import RunOutcome, RunState
 from agentkeep.models import resolve_model
-from agentkeep.runtime import new_id
-from agentkeep.stores.base import RunRecord, RunStatus
+from agentkeep.runtime import Runtime
+from agentkeep.stores.base import RunRecord
 
-if TYPE_CHECKING:
-    from agentkeep.durable.engine import DurableEngine
-
-__all__ = ["TASKS", "TaskFunction", "ask", "step", "task"]
+__all__ = ["TASKS", "StepFailed", "TaskFunction", "ask", "step", "task", "task_failure", "task_record"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -155,101 +150,49 @@ def _portable(exc: Exception) -> Exception:
     return exc
 
 
-# --- the engine's side ---
+# --- the runner's side ---
 
 
-def new_task_run(name: str, task_input: dict[str, Any], user_id: str, webhook_url: str | None) -> RunRecord:
-    """The record of a submitted task; `NotFound` for an unknown name."""
+def task_record(
+    runtime: Runtime,
+    name: str,
+    task_input: dict[str, Any],
+    user_id: str,
+    webhook_url: str | None,
+    *,
+    run_id: str | None = None,
+) -> RunRecord:
+    """The record of a submitted task, on a session of its own; `NotFound` for an unknown name."""
     if name not in TASKS:
         known = ", ".join(sorted(TASKS)) or "none"
         raise NotFound(f"no task named {name!r}; this server has: {known}")
-    return RunRecord(
-        run_id=new_id("run"),
-        session_id=new_id("ses"),
-        user_id=user_id,
+    return runtime.new_record(
         agent=f"task:{name}",
-        status=RunStatus.QUEUED,
         input=json.dumps(task_input, separators=(",", ":")),
-        created_at=time.time(),
-        metadata={"task": name},
+        user_id=user_id,
         background=True,
+        run_id=run_id,
+        metadata={"task": name},
         webhook_url=webhook_url,
     )
 
 
-@dataclass
-class TaskRunner:
-    """Executes task runs for `engine`: the body of workflow `agentkeep.task`."""
+def task_failure(exc: Exception | CancelRequested) -> RunFailed:
+    """How a failed task is recorded: cancelled on request, else a step's own error, named after the step."""
+    from dbos import error as dbos_error
 
-    engine: DurableEngine
-
-    async def execute(self, run_id: str, user_id: str) -> str:
-        from dbos import DBOS
-
-        from agentkeep.durable.steps import DurableSteps
-
-        runtime = self.engine.runtime
-        record = await runtime.store.get_run(user_id, run_id)
-        if record is None or record.status.finished:
-            return record.status.value if record else "missing"
-        started_now = False
-
-        async def run_started() -> float | None:
-            nonlocal started_now
-            started_now = True
-            return await self.engine.runs.start(record)
-
-        started_at = await DBOS.run_step_async({"name": "run_started"}, run_started)
-        if started_at is None:
-            return RunStatus.CANCELLED.value
-        record.status, record.started_at = RunStatus.RUNNING, started_at
-        state = RunState(record.run_id, record.session_id, record.user_id, record.agent, background=True)
-        context = TaskContext(runtime, state, [DurableSteps(), *runtime.hooks])
-        outcome = RunOutcome(RunStatus.INTERRUPTED.value, "interrupted")  # unless it ends below
-        token = CURRENT.set(context)
-        try:
-            outcome = await self._run(context, record, resumed=not started_now)
-            record.finished_at = time.time()
-            record.duration_ms = (record.finished_at - started_at) * 1000
-            record.usage, record.cost_usd, record.tools_used = state.usage, state.cost_usd, list(state.tools_used)
-            await runtime.store.finish_run(record, append_to_session=None)
-        finally:
-            CURRENT.reset(token)
-            await context.after_run(outcome)
-        return record.status.value
-
-    async def _run(self, context: TaskContext, record: RunRecord, *, resumed: bool) -> RunOutcome:
-        """Run the task's function; set `record`'s outcome from how it ended."""
-        fn = TASKS.get(record.metadata.get("task", ""))
-        try:
-            await context.before_run(resumed=resumed)
-            if fn is None:
-                raise RunFailed("internal_error", f"task {record.metadata.get('task')!r} is not declared here")
-            output = await fn(json.loads(record.input))
-        except (Exception, CancelRequested) as exc:
-            failure = ("cancelled", "the run was cancelled") if isinstance(exc, CancelRequested) else _failure(exc)
-            record.error_type, record.error_message = failure
-            record.status = RunStatus.CANCELLED if isinstance(exc, CancelRequested) else RunStatus.FAILED
-            return RunOutcome(record.status.value, record.error_type, exc)
-        record.status = RunStatus.SUCCEEDED
-        record.output = output if isinstance(output, str) else json.dumps(output, default=str)
-        return RunOutcome(RunStatus.SUCCEEDED.value)
-
-
-def _failure(exc: Exception) -> tuple[str, str]:
-    """(error type, message) of a failed task: a step's own error, named after the step."""
-    from dbos._error import DBOSMaxStepRetriesExceeded
-
-    if isinstance(exc, DBOSMaxStepRetriesExceeded):
+    if isinstance(exc, CancelRequested):
+        return classify(exc)
+    if isinstance(exc, dbos_error.DBOSMaxStepRetriesExceeded):
         last = exc.errors[-1] if exc.errors else exc
         known = classify(last)
         error_type = known.error_type if known.error_type != "internal_error" else "tool_error"
         message = f"step {exc.step_name!r} failed after {exc.max_retries} attempts: {_describe(last)}"
-        return error_type, message
+        return RunFailed(error_type, message)
     known = classify(exc)
     if known.error_type == "internal_error":
-        return "tool_error", f"the task failed: {_describe(exc)}"
-    return known.error_type, known.message
+        return RunFailed("tool_error", f"the task failed: {_describe(exc)}")
+    return RunFailed(known.error_type, known.message)
 
 
 def _describe(exc: BaseException) -> str:

@@ -23,10 +23,9 @@ from typing import Any
 import structlog
 
 from agentkeep.config import Settings
-from agentkeep.durable.engine import QUEUE
-from agentkeep.durable.setup import Identity, dbos_config, route_dbos_logs
+from agentkeep.durable.setup import QUEUE, Identity, dbos_config, route_dbos_logs
 
-__all__ = ["fork_suffix", "resume_stale_runs", "run_id_of"]
+__all__ = ["fork_suffix", "resume", "resume_stale_runs", "run_id_of", "stale"]
 
 log = structlog.get_logger("agentkeep.durable")
 

@@ -1,4 +1,12 @@
-"""`DurableSteps`: each model request and each tool call of a background run is a DBOS step.
+"""Checkpoints: what of a run DBOS records as steps, so that a resumed run replays rather than repeats.
+
+    run_started     the first step of every run workflow: the run marked running, once (runner.py)
+    model_request   each model request of an agent run (`DurableSteps`)
+    tool_started:N  a marker, then
+    tool:N          the tool call itself
+    each `@step`    of a task (tasks.py)
+
+`DurableSteps` is the hook that makes each model request and each tool call a DBOS step.
 
 The hook goes first in the run's hook list (outermost). A step that finished before a crash is
 not executed again when the run resumes: its checkpointed result is returned instead, and nothing
@@ -13,7 +21,8 @@ the run with `tool_interrupted` instead of acting twice.
 
 DBOS reports a cancel or a lost ownership as its own BaseExceptions; they become
 `CancelRequested` (recorded `cancelled`) and `Detached` (recorded by whoever owns the run now).
-This module imports dbos: only `DurableEngine.start()` imports it.
+This module imports dbos: only `DurableEngine.start()` imports it. (Not to be confused with
+`agentkeep.observability.steps`, the timeline of a run's model requests and tool calls.)
 """
 
 from __future__ import annotations
@@ -23,9 +32,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from dbos import DBOS, StepOptions
-from dbos._error import DBOSWorkflowCancelledError, DBOSWorkflowConflictIDError
+from dbos import error as dbos_error
 from pydantic_ai.messages import ModelResponse
 
+from agentkeep.durable._dbos import read_status
 from agentkeep.failures import CancelRequested, Detached, ToolInterrupted
 from agentkeep.hooks import Hook, ModelCall, ModelProceed, RunState, ToolCall, ToolProceed, idempotency_scope
 
@@ -92,9 +102,9 @@ async def _step(options: StepOptions, body: Callable[[], Coroutine[Any, Any, T]]
     """Run `body` as a checkpointed step, mapping DBOS's stop signals to agentkeep's."""
     try:
         result: T = await DBOS.run_step_async(options, body)
-    except DBOSWorkflowCancelledError:
+    except dbos_error.DBOSWorkflowCancelledError:
         raise CancelRequested() from None
-    except DBOSWorkflowConflictIDError:
+    except dbos_error.DBOSWorkflowConflictIDError:
         # A step that finished after a cancel cannot record its output either: tell the two apart.
         if await workflow_status(DBOS.workflow_id or "") == "CANCELLED":
             raise CancelRequested() from None
@@ -103,15 +113,5 @@ async def _step(options: StepOptions, body: Callable[[], Coroutine[Any, Any, T]]
 
 
 async def workflow_status(workflow_id: str) -> str | None:
-    """DBOS's status of a workflow (PENDING, CANCELLED, ...), read outside any step."""
-    return await asyncio.to_thread(_status, workflow_id)
-
-
-def _status(workflow_id: str) -> str | None:
-    # Read directly: `DBOS.get_workflow_status` inside a workflow is itself a step, which a
-    # workflow this execution no longer owns cannot record.
-    from dbos._dbos import _get_dbos_instance
-    from dbos._workflow_commands import get_workflow
-
-    status = get_workflow(_get_dbos_instance()._sys_db, workflow_id, load_input=False, load_output=False)
-    return None if status is None else str(status.status)
+    """DBOS's status of a workflow (PENDING, CANCELLED, ...), read outside any step (`_dbos.read_status`)."""
+    return await asyncio.to_thread(read_status, workflow_id)

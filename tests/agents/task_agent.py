@@ -1,10 +1,12 @@
 """Tasks for the multi-step task tests; the agent answers from the mock model server.
 
-Steps record each attempt in SIDE_EFFECT_FILE so tests can count executions.
+Steps record each attempt in SIDE_EFFECT_FILE so tests can count executions. The `held` step
+waits until GATE_DIR/release exists, so a test can act while a task's step is in flight.
 """
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 from pydantic_ai import Agent
@@ -82,3 +84,20 @@ async def two_writes(input: dict) -> str:
     first = await write("first", 0)
     second = await write("second", float(os.environ.get("TOOL_SLEEP_S", "0")))
     return f"{first}+{second}"
+
+
+@step
+async def held(name: str) -> str:
+    _note(f"{name} started")
+    release = Path(os.environ["GATE_DIR"]) / "release"
+    deadline = time.monotonic() + 60
+    while not release.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    _note(name)
+    return name
+
+
+@task("held")
+async def held_task(input: dict) -> str:
+    first = await write("first", 0)
+    return f"{first}+{await held('held')}"

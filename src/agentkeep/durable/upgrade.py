@@ -80,11 +80,9 @@ async def resume(version: str, run_ids: set[str] | None = None) -> list[tuple[st
 
 def resume_stale_runs(settings: Settings, me: Identity, run_ids: set[str] | None) -> list[tuple[str, str, str]]:
     """`agentkeep runs resume`: launch DBOS here without taking any work, fork, shut down."""
-    import importlib
-
     from dbos import DBOS
 
-    importlib.import_module("agentkeep.durable.workflows")  # the workflows a fork names must be known
+    from agentkeep.durable import workflows  # noqa: F401 — registers the workflows a fork names
 
     async def run() -> list[tuple[str, str, str]]:
         route_dbos_logs()

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
@@ -29,7 +29,10 @@ from agentkeep.errors import AgentkeepError, RunFailed
 from agentkeep.failures import Detached
 from agentkeep.hooks import Hook, RunOutcome, RunState
 from agentkeep.observability.steps import steps_json
-from agentkeep.stores.base import RunRecord, RunStatus, Store
+from agentkeep.stores.base import RunRecord, RunStatus
+
+if TYPE_CHECKING:  # an annotation only: importing the run lifecycle does not load SQLAlchemy
+    from agentkeep.stores.sql import SQLStore
 
 __all__ = ["ActiveRuns", "RunScope", "failure_status", "record_failure", "run_scope", "shielded"]
 
@@ -106,7 +109,7 @@ class RunScope:
     record: RunRecord
     state: RunState
     hooks: Sequence[Hook]
-    store: Store
+    store: SQLStore
     active: ActiveRuns
     task: asyncio.Task[Any] | None
     durable: bool = False  # checkpointed: interrupted or detached, it records nothing
@@ -172,7 +175,7 @@ class RunScope:
 @asynccontextmanager
 async def run_scope(
     active: ActiveRuns,
-    store: Store,
+    store: SQLStore,
     record: RunRecord,
     state: RunState,
     hooks: Sequence[Hook],
@@ -198,7 +201,7 @@ async def run_scope(
 
 
 async def record_failure(
-    store: Store, record: RunRecord, failure: RunFailed, *, partial: list[ModelMessage] | None = None
+    store: SQLStore, record: RunRecord, failure: RunFailed, *, partial: list[ModelMessage] | None = None
 ) -> None:
     """Write `record` (its `finished_at` set) ended by `failure` and free its session; nothing is
     appended to the session."""

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic_ai import Agent, UsageLimits
@@ -45,8 +45,11 @@ from agentkeep.lifecycle import ActiveRuns, RunScope, record_failure, run_scope
 from agentkeep.loader import AgentMap
 from agentkeep.models import resolve_model
 from agentkeep.pipeline import PipelineCapability
-from agentkeep.stores.base import RunRecord, RunStatus, Store
+from agentkeep.stores.base import RunRecord, RunStatus
 from agentkeep.transcript import load_chunks
+
+if TYPE_CHECKING:  # an annotation only: importing the runtime does not load SQLAlchemy
+    from agentkeep.stores.sql import SQLStore
 
 __all__ = [
     "ANONYMOUS_USER",
@@ -127,7 +130,7 @@ def new_id(prefix: str) -> str:
 class Runtime:
     """Runs agents for callers; owns the active-run count, the drain state and each run's life."""
 
-    def __init__(self, settings: Settings, agents: AgentMap, store: Store, hooks: Sequence[Hook] = ()) -> None:
+    def __init__(self, settings: Settings, agents: AgentMap, store: SQLStore, hooks: Sequence[Hook] = ()) -> None:
         self.settings = settings
         self.agents = agents
         self.store = store

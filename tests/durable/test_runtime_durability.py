@@ -16,17 +16,18 @@ from agentkeep.errors import BudgetExceeded, RunFailed
 from agentkeep.failures import CancelRequested, Detached, ToolError, ToolInterrupted, classify
 from agentkeep.hooks import Hook, ModelCall, ModelProceed, RunState, idempotency_key, idempotency_scope
 from agentkeep.runtime import RunRequest, Runtime
-from agentkeep.stores import RunStatus, Store, open_store
+from agentkeep.stores import RunStatus, open_store
+from agentkeep.stores.sql import SQLStore
 
 
 @pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[Store]:
+async def store(sqlite_url: str) -> AsyncIterator[SQLStore]:
     opened = await open_store(sqlite_url)
     yield opened
     await opened.close()
 
 
-def _runtime(store: Store, hooks: list[Hook]) -> Runtime:
+def _runtime(store: SQLStore, hooks: list[Hook]) -> Runtime:
     def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         return ModelResponse(parts=[TextPart("ok")])
 
@@ -47,7 +48,7 @@ class Stops(Hook):
         raise self.error
 
 
-async def test_a_resumed_run_is_not_refused_by_an_admission_check_it_passed_when_it_started(store: Store) -> None:
+async def test_a_resumed_run_is_not_refused_by_an_admission_check_it_passed_when_it_started(store: SQLStore) -> None:
     """`resumed=True`: a before_run refusal is logged, not fatal; a new run is still refused."""
     runtime = _runtime(store, [Refuses()])
     fresh = await runtime.prepare(RunRequest(message="hi", background=True))
@@ -59,7 +60,7 @@ async def test_a_resumed_run_is_not_refused_by_an_admission_check_it_passed_when
     assert result["status"] == "succeeded"
 
 
-async def test_a_detached_run_records_nothing_and_keeps_its_session(store: Store) -> None:
+async def test_a_detached_run_records_nothing_and_keeps_its_session(store: SQLStore) -> None:
     """Another execution owns the run: no outcome is written, the lease stays with the run."""
     runtime = _runtime(store, [])
     prepared = await runtime.prepare(RunRequest(message="hi", session_id="kept", background=True))
@@ -70,7 +71,7 @@ async def test_a_detached_run_records_nothing_and_keeps_its_session(store: Store
     assert runtime.active_runs == 0
 
 
-async def test_a_cancel_request_records_the_run_cancelled(store: Store) -> None:
+async def test_a_cancel_request_records_the_run_cancelled(store: SQLStore) -> None:
     """CancelRequested (a DBOS cancel seen at a step) ends the run `cancelled` and frees the session."""
     runtime = _runtime(store, [])
     prepared = await runtime.prepare(RunRequest(message="hi", session_id="c", background=True))

@@ -17,11 +17,12 @@ from pydantic_ai.usage import RequestUsage
 from agentkeep.config import Settings
 from agentkeep.observability.steps import StepRecorder
 from agentkeep.runtime import RunRequest, Runtime
-from agentkeep.stores import Store, open_store
+from agentkeep.stores import open_store
+from agentkeep.stores.sql import SQLStore
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
+async def store(tmp_path: Path) -> AsyncIterator[SQLStore]:
     opened = await open_store(f"sqlite:///{tmp_path / 'agentkeep.db'}")
     try:
         yield opened
@@ -54,7 +55,7 @@ def _agent() -> Agent[None, str]:
     return agent
 
 
-async def test_steps_are_stored_in_the_order_they_started_with_tokens_and_errors(store: Store) -> None:
+async def test_steps_are_stored_in_the_order_they_started_with_tokens_and_errors(store: SQLStore) -> None:
     """Two tools called together: `slow` started first and is listed first though `fast` finished first;
     a tool asking for a retry is an error step named by its exception; the runtime stores it all once."""
     recorder = StepRecorder()
@@ -75,7 +76,7 @@ async def test_steps_are_stored_in_the_order_they_started_with_tokens_and_errors
     assert recorder.live(result["run_id"]) is None  # forgotten once the run ended
 
 
-async def test_live_steps_show_a_run_in_flight(store: Store) -> None:
+async def test_live_steps_show_a_run_in_flight(store: SQLStore) -> None:
     """While the model is answering, `live` lists the steps finished so far; other runs read None."""
     gate = asyncio.Event()
 

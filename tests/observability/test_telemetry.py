@@ -19,7 +19,8 @@ from agentkeep.hooks import Hook, ModelCall, ModelProceed, RunState
 from agentkeep.observability import Telemetry
 from agentkeep.observability.metrics import REGISTRY
 from agentkeep.runtime import RunRequest, Runtime
-from agentkeep.stores import Store, open_store
+from agentkeep.stores import open_store
+from agentkeep.stores.sql import SQLStore
 from tests.observability.conftest import LogLines
 
 
@@ -83,19 +84,19 @@ def _agent(model: Callable[..., Any], name: str = "calc") -> Agent[None, str]:
 
 
 @pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[Store]:
+async def store(sqlite_url: str) -> AsyncIterator[SQLStore]:
     opened = await open_store(sqlite_url)
     yield opened
     await opened.close()
 
 
-def _runtime(store: Store, agent: Agent[Any, Any], *hooks: Hook, **cfg: Any) -> tuple[Runtime, Telemetry]:
+def _runtime(store: SQLStore, agent: Agent[Any, Any], *hooks: Hook, **cfg: Any) -> tuple[Runtime, Telemetry]:
     settings = Settings(_env_file=None, **cfg)  # type: ignore[call-arg]
     telemetry = Telemetry(settings)
     return Runtime(settings, {"calc": agent}, store, [telemetry, *hooks]), telemetry
 
 
-async def test_a_run_with_a_tool_counts_the_run_its_requests_tokens_and_tool_call(store: Store) -> None:
+async def test_a_run_with_a_tool_counts_the_run_its_requests_tokens_and_tool_call(store: SQLStore) -> None:
     """Counters move by exactly what the run did; histograms get one observation; the gauge ends at 0."""
     runtime, telemetry = _runtime(store, _agent(_call("add", a=1, b=2)))
     delta = Delta(
@@ -126,7 +127,7 @@ async def test_a_run_with_a_tool_counts_the_run_its_requests_tokens_and_tool_cal
     assert snap["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
 
 
-async def test_tool_outcomes_distinguish_a_retry_from_a_failure(store: Store) -> None:
+async def test_tool_outcomes_distinguish_a_retry_from_a_failure(store: SQLStore) -> None:
     """ModelRetry is `retry` (the run goes on); an exception is `error` and fails the run as tool_error."""
     runtime, telemetry = _runtime(store, _agent(_call("flaky", until="ok")))
     delta = Delta(
@@ -149,7 +150,7 @@ async def test_tool_outcomes_distinguish_a_retry_from_a_failure(store: Store) ->
     assert snap["total_requests"] == 2 and snap["total_errors"] == 1 and snap["error_rate"] == 0.5
 
 
-async def test_a_rate_limited_model_request_is_counted_with_its_outcome(store: Store) -> None:
+async def test_a_rate_limited_model_request_is_counted_with_its_outcome(store: SQLStore) -> None:
     """A provider's 429 is outcome `rate_limited`, timed like any request; the run fails as model_error."""
 
     def limited(_: list[ModelMessage], __: AgentInfo) -> ModelResponse:
@@ -167,7 +168,7 @@ async def test_a_rate_limited_model_request_is_counted_with_its_outcome(store: S
     assert delta("agentkeep_model_request_duration_seconds_count", model="fn") == 1
 
 
-async def test_a_request_an_inner_hook_refuses_is_counted_as_refused_and_not_timed(store: Store) -> None:
+async def test_a_request_an_inner_hook_refuses_is_counted_as_refused_and_not_timed(store: SQLStore) -> None:
     """Telemetry is outermost: it sees a breaker's refusal, which never reached the model."""
 
     class OpenBreaker(Hook):
@@ -185,7 +186,7 @@ async def test_a_request_an_inner_hook_refuses_is_counted_as_refused_and_not_tim
     assert delta("agentkeep_model_request_duration_seconds_count", model="fn") == 0
 
 
-async def test_the_run_ids_are_bound_while_the_run_executes_and_unbound_after(store: Store) -> None:
+async def test_the_run_ids_are_bound_while_the_run_executes_and_unbound_after(store: SQLStore) -> None:
     """Anything logged inside a run (here: from a tool) carries its ids; nothing leaks past its end."""
     runtime, _ = _runtime(store, _agent(_call("context")))
     result = await runtime.run(RunRequest(message="go", session_id="s-ctx"))
@@ -196,7 +197,7 @@ async def test_the_run_ids_are_bound_while_the_run_executes_and_unbound_after(st
     assert structlog.contextvars.get_contextvars() == {}
 
 
-async def test_the_active_runs_gauge_counts_runs_in_progress(store: Store) -> None:
+async def test_the_active_runs_gauge_counts_runs_in_progress(store: SQLStore) -> None:
     """agentkeep_active_runs is 1 while a run waits in its tool, and 0 once it ends."""
     entered, release = asyncio.Event(), asyncio.Event()
     agent = _agent(_call("wait"))
@@ -218,7 +219,7 @@ async def test_the_active_runs_gauge_counts_runs_in_progress(store: Store) -> No
 
 
 async def test_each_run_logs_start_requests_tools_and_end_with_its_ids(
-    store: Store, json_logs: Callable[..., LogLines]
+    store: SQLStore, json_logs: Callable[..., LogLines]
 ) -> None:
     """run.started, 2 model.request, 1 tool.call, run.finished: each with the run's ids and measurements."""
     lines = json_logs()
@@ -249,7 +250,7 @@ async def test_each_run_logs_start_requests_tools_and_end_with_its_ids(
 
 
 async def test_a_failed_run_logs_an_error_with_the_exception_and_debug_shows_text(
-    store: Store, json_logs: Callable[..., LogLines]
+    store: SQLStore, json_logs: Callable[..., LogLines]
 ) -> None:
     """At debug, prompts and tool args appear; a failed run's end event is an error with a stack."""
     lines = json_logs(log_level="debug")

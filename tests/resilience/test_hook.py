@@ -19,7 +19,8 @@ from agentkeep.errors import CircuitOpen, RunFailed
 from agentkeep.failures import classify
 from agentkeep.resilience import CircuitBreaker, CircuitState, MemoryBreakerBackend, Resilience, RetryPolicy
 from agentkeep.runtime import RunEvent, RunRequest, Runtime
-from agentkeep.stores import RunStatus, Store, open_store
+from agentkeep.stores import RunStatus, open_store
+from agentkeep.stores.sql import SQLStore
 from tests.resilience.conftest import eventually
 
 MODEL = "flaky"
@@ -72,14 +73,14 @@ class Harness:
 
 
 @pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[Store]:
+async def store(sqlite_url: str) -> AsyncIterator[SQLStore]:
     opened = await open_store(sqlite_url)
     yield opened
     await opened.close()
 
 
 @pytest.fixture
-def harness(store: Store) -> Callable[..., Harness]:
+def harness(store: SQLStore) -> Callable[..., Harness]:
     def build(model: Any, *, failures: int = 3, reset_s: float = 60.0, request_timeout_s: float = 30.0, **cfg: Any):
         settings = Settings(_env_file=None, **cfg)  # type: ignore[call-arg]
         agent: Agent[None, str] = Agent(model, name="a")
@@ -148,7 +149,7 @@ async def test_an_error_the_request_caused_is_neither_retried_nor_a_breaker_fail
 
 
 async def test_an_open_breaker_refuses_new_runs_at_once_without_calling_the_model(
-    harness: Callable[..., Harness], store: Store
+    harness: Callable[..., Harness], store: SQLStore
 ) -> None:
     """After N failures the next run is refused at admission: `circuit_open` (503, Retry-After), the
     model untouched, nothing recorded, no slot of the concurrency cap kept."""
@@ -167,7 +168,7 @@ async def test_an_open_breaker_refuses_new_runs_at_once_without_calling_the_mode
 
 
 async def test_a_run_admitted_before_the_breaker_opened_fails_circuit_open_and_is_recorded(
-    harness: Callable[..., Harness], store: Store
+    harness: Callable[..., Harness], store: SQLStore
 ) -> None:
     """A run recorded while the breaker was closed (a queued run) and executed once it is open fails
     `circuit_open` before any request; the failure is on its record and its session is free again."""

@@ -15,7 +15,8 @@ from agentkeep.config import Settings
 from agentkeep.errors import InvalidRequest, NotFound, Overloaded, PayloadTooLarge, RunFailed, SessionBusy
 from agentkeep.hooks import Hook, ModelCall, ModelProceed, RunOutcome, RunState, ToolCall, ToolProceed
 from agentkeep.runtime import RunEvent, RunRequest, Runtime, clean_message
-from agentkeep.stores import RunStatus, Store, open_store
+from agentkeep.stores import RunStatus, open_store
+from agentkeep.stores.sql import SQLStore
 
 
 def _tool_then_answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -59,20 +60,20 @@ def _agent(fn: Any = _tool_then_answer) -> Agent[None, str]:
 
 
 @pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[Store]:
+async def store(sqlite_url: str) -> AsyncIterator[SQLStore]:
     opened = await open_store(sqlite_url)
     yield opened
     await opened.close()
 
 
 def _runtime(
-    store: Store, agent: Agent[Any, Any] | None = None, hooks: list[Hook] | None = None, **cfg: Any
+    store: SQLStore, agent: Agent[Any, Any] | None = None, hooks: list[Hook] | None = None, **cfg: Any
 ) -> Runtime:
     settings = Settings(_env_file=None, **cfg)  # type: ignore[call-arg]
     return Runtime(settings, {"calc": agent or _agent()}, store, hooks or [])
 
 
-async def test_a_run_returns_the_result_and_the_next_run_continues_the_session(store: Store) -> None:
+async def test_a_run_returns_the_result_and_the_next_run_continues_the_session(store: SQLStore) -> None:
     """The second run on a session sees the first run's messages: history is loaded and saved."""
     runtime = _runtime(store)
     first = await runtime.run(RunRequest(message="hi", session_id="s1"))
@@ -84,7 +85,7 @@ async def test_a_run_returns_the_result_and_the_next_run_continues_the_session(s
     assert second["output"] == "done after 2 user turns"
 
 
-async def test_a_failing_model_fails_the_run_and_leaves_the_session_unchanged(store: Store) -> None:
+async def test_a_failing_model_fails_the_run_and_leaves_the_session_unchanged(store: SQLStore) -> None:
     """model_error; the run record keeps the error; the session history does not grow."""
     calls = 0
 
@@ -111,7 +112,7 @@ async def test_a_failing_model_fails_the_run_and_leaves_the_session_unchanged(st
     assert runtime.active_runs == 0
 
 
-async def test_a_tool_that_raises_fails_the_run_with_tool_error_and_keeps_partial_messages(store: Store) -> None:
+async def test_a_tool_that_raises_fails_the_run_with_tool_error_and_keeps_partial_messages(store: SQLStore) -> None:
     """tool_error names the tool; the failed run's record holds what happened before the failure."""
 
     def call_explode(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -126,7 +127,7 @@ async def test_a_tool_that_raises_fails_the_run_with_tool_error_and_keeps_partia
     assert session is not None and session.history_chunks == []
 
 
-async def test_too_many_model_requests_fail_with_iteration_limit(store: Store) -> None:
+async def test_too_many_model_requests_fail_with_iteration_limit(store: SQLStore) -> None:
     """A model that never stops calling tools hits the per-run cap on model requests."""
 
     def forever(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -138,7 +139,7 @@ async def test_too_many_model_requests_fail_with_iteration_limit(store: Store) -
     assert failed.value.error_type == "iteration_limit"
 
 
-async def test_a_run_past_its_deadline_fails_with_run_timeout(store: Store) -> None:
+async def test_a_run_past_its_deadline_fails_with_run_timeout(store: SQLStore) -> None:
     """AGENTKEEP_RUN_TIMEOUT_S bounds the whole run; the session is released afterwards."""
 
     async def slow(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -153,7 +154,7 @@ async def test_a_run_past_its_deadline_fails_with_run_timeout(store: Store) -> N
     assert record_free["status"] == "succeeded"
 
 
-async def test_hooks_wrap_every_model_request_and_tool_call_in_order(store: Store) -> None:
+async def test_hooks_wrap_every_model_request_and_tool_call_in_order(store: SQLStore) -> None:
     """The first hook is the outermost; every hook sees each request and call once."""
     seen: list[str] = []
 
@@ -188,7 +189,7 @@ async def test_hooks_wrap_every_model_request_and_tool_call_in_order(store: Stor
     ]  # fmt: skip
 
 
-async def test_a_hook_can_refuse_a_run_before_any_model_request(store: Store) -> None:
+async def test_a_hook_can_refuse_a_run_before_any_model_request(store: SQLStore) -> None:
     """An AgentkeepError from before_run fails the run with that error's type."""
     from agentkeep.errors import BudgetExceeded
 
@@ -202,7 +203,7 @@ async def test_a_hook_can_refuse_a_run_before_any_model_request(store: Store) ->
     assert failed.value.error_type == "budget_exceeded"
 
 
-async def test_streaming_emits_the_contract_events_in_order(store: Store) -> None:
+async def test_streaming_emits_the_contract_events_in_order(store: SQLStore) -> None:
     """run.started, tool.call, tool.result, text.delta…, then run.completed with the RunResult."""
     events: list[RunEvent] = []
 
@@ -220,7 +221,7 @@ async def test_streaming_emits_the_contract_events_in_order(store: Store) -> Non
     assert events[-1].data == result
 
 
-async def test_admission_checks_agent_session_id_and_capacity(store: Store) -> None:
+async def test_admission_checks_agent_session_id_and_capacity(store: SQLStore) -> None:
     """Unknown agent → 404; a bad session id → 400; at the cap → 503 overloaded; a busy session → 409."""
     runtime = _runtime(store, max_concurrent_runs=2)
     with pytest.raises(NotFound):

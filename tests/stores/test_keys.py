@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from agentkeep.errors import ConfigError
 from agentkeep.observability.logs import REDACTED, Redactor
-from agentkeep.stores.keys import KeyStore, api_keys, parse_key
+from agentkeep.stores.keys import KeyStore, parse_key
+from agentkeep.stores.schema import api_keys
 from agentkeep.stores.sql import SQLStore
 
 

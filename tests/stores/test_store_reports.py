@@ -14,14 +14,14 @@ import sqlalchemy as sa
 
 from agentkeep.budget.ledger import Ledger
 from agentkeep.budget.records import Entry
-from agentkeep.stores import RunRecord, RunStatus, Store, Usage, open_store
+from agentkeep.stores import RunRecord, RunStatus, Usage, open_store
 from agentkeep.stores.base import RunQuery
 from agentkeep.stores.reports import HOUR_S, hour_start
 from agentkeep.stores.sql import SQLStore
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
+async def store(database_url: str) -> AsyncIterator[SQLStore]:
     opened = await open_store(database_url)
     try:
         yield opened
@@ -34,7 +34,7 @@ def _user() -> str:
 
 
 async def _finished(
-    store: Store,
+    store: SQLStore,
     user: str,
     created_at: float,
     *,
@@ -61,7 +61,7 @@ async def _finished(
     return run
 
 
-async def test_a_users_runs_come_newest_first_as_summaries(store: Store) -> None:
+async def test_a_users_runs_come_newest_first_as_summaries(store: SQLStore) -> None:
     """Only the user's own runs; their outcome, usage and cost, but not their input, output or messages."""
     user, other = _user(), _user()
     now = time.time()
@@ -77,7 +77,7 @@ async def test_a_users_runs_come_newest_first_as_summaries(store: Store) -> None
     assert (failed.input, failed.output, failed.messages_json, failed.steps_json) == ("", None, None, None)
 
 
-async def test_filters_combine_and_no_user_means_every_user(store: Store) -> None:
+async def test_filters_combine_and_no_user_means_every_user(store: SQLStore) -> None:
     """status, agent, session and run id narrow the list; user_id=None lists every user's runs."""
     first, second = _user(), _user()
     now = time.time()
@@ -96,7 +96,7 @@ async def test_filters_combine_and_no_user_means_every_user(store: Store) -> Non
     assert await store.list_runs(RunQuery(user_id=second, status=RunStatus.FAILED)) == []
 
 
-async def test_the_cursor_resumes_after_the_last_run_even_on_equal_times(store: Store) -> None:
+async def test_the_cursor_resumes_after_the_last_run_even_on_equal_times(store: SQLStore) -> None:
     """Five runs, three sharing one created_at: pages of two return each exactly once, in order."""
     user = _user()
     now = time.time()
@@ -113,7 +113,7 @@ async def test_the_cursor_resumes_after_the_last_run_even_on_equal_times(store: 
     assert seen == expected
 
 
-async def test_steps_are_kept_with_the_finished_run(store: Store) -> None:
+async def test_steps_are_kept_with_the_finished_run(store: SQLStore) -> None:
     """What the runtime serialised into `steps_json` reads back byte for byte with the run."""
     user = _user()
     run = RunRecord(
@@ -132,7 +132,7 @@ async def test_steps_are_kept_with_the_finished_run(store: Store) -> None:
     assert record is not None and record.steps_json == b'[{"index":0}]'
 
 
-async def test_usage_by_hour_buckets_the_ledger_and_the_runs_started(store: Store) -> None:
+async def test_usage_by_hour_buckets_the_ledger_and_the_runs_started(store: SQLStore) -> None:
     """Spend and tokens from the ledger, runs by start time, each in its hour; other users and older hours apart."""
     assert isinstance(store, SQLStore)
     user = _user()

@@ -9,7 +9,8 @@ to `spent` in one transaction with the ledger row, so the ledger and the counter
 
 Locks are always taken in one order — reservation row, then counters sorted by (scope, user,
 ref) — so PostgreSQL transactions cannot deadlock; `Transactor` retries one as a second defence.
-Each method's transaction is a synchronous body (`_reserve`, `_settle`, …) that `Transactor` runs.
+Each method's transaction is a synchronous body (`_reserve`, `_settle`, …) that `Transactor` runs;
+the statements run on every request are built once and `precompiled` for SQLite's direct path.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from agentkeep.budget.records import (
 )
 from agentkeep.budget.tables import alerts, counters, ledger, reservations
 from agentkeep.budget.transactor import Conn, Transactor
+from agentkeep.sqlite import precompiled
 
 __all__ = ["Ledger"]
 
@@ -90,6 +92,8 @@ class _Statements:
         self.claim_alert = insert(alerts).on_conflict_do_nothing()
         self.reserve = reservations.insert().values({c.name: _P(c.name) for c in reservations.c})
         self.record = ledger.insert().values({c.name: _P(c.name) for c in ledger.c if c.name != "id"})
+        for name, statement in list(vars(self).items()):
+            setattr(self, name, precompiled(statement))
 
 
 class Ledger:
@@ -100,8 +104,6 @@ class Ledger:
         self.ttl_s = reservation_ttl_s
         self._db = Transactor(engine)
         self._sql = _Statements(engine.dialect.name)
-        for statement in (*vars(self._sql).values(), _COUNTER, _RUN_TOTAL):
-            self._db.prepare(statement)
 
     def close(self) -> None:
         self._db.close()
@@ -281,10 +283,14 @@ class Ledger:
         return await self._db.read(body)
 
 
-_COUNTER = sa.select(counters.c.spent_nano, counters.c.held_nano, counters.c.closed).where(
-    counters.c.scope == _P("k_scope"), counters.c.user_id == _P("k_user"), counters.c.ref == _P("k_ref")
+_COUNTER = precompiled(
+    sa.select(counters.c.spent_nano, counters.c.held_nano, counters.c.closed).where(
+        counters.c.scope == _P("k_scope"), counters.c.user_id == _P("k_user"), counters.c.ref == _P("k_ref")
+    )
 )
-_RUN_TOTAL = sa.select(sa.func.coalesce(sa.func.sum(ledger.c.cost_nano), 0)).where(ledger.c.run_id == _P("k_run"))
+_RUN_TOTAL = precompiled(
+    sa.select(sa.func.coalesce(sa.func.sum(ledger.c.cost_nano), 0)).where(ledger.c.run_id == _P("k_run"))
+)
 
 
 def _counter(conn: Conn, scope: str, user_id: str, ref: str) -> CounterState:

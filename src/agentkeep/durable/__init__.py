@@ -14,7 +14,6 @@ pyproject.toml checks it):
     takeover.py     heartbeats, and the takeover of a dead worker's runs
     checkpoints.py  what DBOS checkpoints: run_started, each model request and tool call (DurableSteps)
     asking.py       ask() inside a task: agent calls through the run pipeline, on the task's run
-    runs.py         the engine's conditional writes to agentkeep's tables
     webhooks.py     signed, retried, SSRF-checked completion webhooks
     setup.py        DBOS configuration: system database, executor id, application version, queue
     _dbos.py        every use of DBOS's private API, each with why
@@ -26,6 +25,7 @@ interrupted, recorded), which `Runtime.execute` and `Runner.run_task` both open;
 (started or resumed alike), `agentkeep.task` calls `Runner.run_task`, `agentkeep.scheduled` calls
 `Scheduler.fire`, `agentkeep.webhook` calls `DurableEngine.deliver_webhook`.
 
+The engine's writes to agentkeep's tables are the store's methods (`stores.sql`, `stores.workers`).
 Importing this package does not import dbos; `DurableEngine.start()` does.
 """
 

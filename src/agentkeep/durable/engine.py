@@ -33,7 +33,6 @@ import structlog
 from agentkeep.api_models import RunOut, run_view
 from agentkeep.config import Settings
 from agentkeep.durable.runner import Runner
-from agentkeep.durable.runs import RunBook
 from agentkeep.durable.schedules import Scheduler
 from agentkeep.durable.setup import QUEUE, Identity, dbos_config, route_dbos_logs, system_database_url
 from agentkeep.durable.takeover import Takeover
@@ -43,7 +42,6 @@ from agentkeep.durable.webhooks import RETRY, WebhookFailed, WebhookSender
 from agentkeep.errors import ConfigError, RunFailed
 from agentkeep.runtime import PreparedRun, Runtime
 from agentkeep.stores.base import RunRecord
-from agentkeep.stores.sql import SQLStore
 from agentkeep.worker import WorkerLoop
 
 __all__ = ["DurableEngine"]
@@ -59,17 +57,14 @@ class DurableEngine:
     """The process's durable engine; `dequeue=False` (`serve --no-worker`) only enqueues and cancels."""
 
     def __init__(self, settings: Settings, runtime: Runtime, me: Identity, *, dequeue: bool = True) -> None:
-        if not isinstance(runtime.store, SQLStore):
-            raise TypeError("the durable engine needs the SQL store")
         self.settings = settings
         self.runtime = runtime
         self.me = me
         self.dequeue = dequeue
-        self.runs = RunBook(runtime.store)
         self.webhooks = WebhookSender(settings)
         self.scheduler = Scheduler(runtime, settings.schedules, self.enqueue)
         self.takeover = Takeover(runtime.store, me, settings.recovery_s)
-        self.upkeep = Upkeep(self.takeover, self.runs, settings.run_retention_days)
+        self.upkeep = Upkeep(self.takeover, runtime.store, settings.run_retention_days)
         self.loop = WorkerLoop(self.upkeep.step, idle_s=self.takeover.interval_s, backoff_cap_s=settings.recovery_s / 2)
         self.started = False
         self._lock = asyncio.Lock()
@@ -107,7 +102,7 @@ class DurableEngine:
 
             from agentkeep.durable.checkpoints import DurableSteps
 
-            runner = Runner(self.runtime, self.runs, DurableSteps())
+            runner = Runner(self.runtime, DurableSteps())
             workflows.REGISTRY.register(
                 workflows.WorkflowBodies(
                     resume_run=runner.resume_run,
@@ -229,8 +224,9 @@ class DurableEngine:
             workflow_id_prefix=f"{record.run_id}~", status=["PENDING", "ENQUEUED"], load_input=False, load_output=False
         ):
             await DBOS.cancel_workflow_async(fork.workflow_id)
-        if not await self.runs.cancel(record, only_queued=True) and not await self._stopped(record):
-            await self.runs.cancel(record, only_queued=False)
+        store = self.runtime.store
+        if not await store.cancel_run(record, only_queued=True) and not await self._stopped(record):
+            await store.cancel_run(record, only_queued=False)
         # The run's own workflow cannot start the webhook any more: DBOS refuses work to a cancelled one.
         await self.notify(record.run_id, record.user_id)
         return await self.runtime.store.get_run(record.user_id, record.run_id) or record

@@ -22,7 +22,6 @@ from typing import Any
 from pydantic_ai import Agent
 
 from agentkeep.durable.asking import CURRENT, TaskContext
-from agentkeep.durable.runs import RunBook
 from agentkeep.durable.tasks import TASKS, task_failure
 from agentkeep.errors import RunFailed
 from agentkeep.failures import CancelRequested
@@ -40,9 +39,8 @@ _SESSION_POLL_S = 0.5
 class Runner:
     """Executes background agent runs and task runs on `runtime`, with `steps` (the checkpoints) outermost."""
 
-    def __init__(self, runtime: Runtime, runs: RunBook, steps: Hook) -> None:
+    def __init__(self, runtime: Runtime, steps: Hook) -> None:
         self.runtime = runtime
-        self.runs = runs
         self.steps = steps
 
     async def resume_run(self, run_id: str, user_id: str) -> str:
@@ -107,7 +105,7 @@ class Runner:
         async def run_started() -> float | None:
             nonlocal started_now
             started_now = True
-            return await self.runs.start(record)
+            return await self.runtime.store.mark_running(record.run_id)
 
         started_at = await DBOS.run_step_async({"name": "run_started"}, run_started)
         if started_at is None:  # cancelled between the dequeue and here
@@ -118,7 +116,7 @@ class Runner:
     async def _claim_session(self, record: RunRecord) -> list[bytes] | None:
         """Take the run's session, waiting while a run that started meanwhile still holds it."""
         deadline = time.monotonic() + self.runtime.settings.run_timeout_s
-        while (history := await self.runs.claim(record, self.runtime.lease_s)) is None:
+        while (history := await self.runtime.store.claim_session(record, self.runtime.lease_s)) is None:
             if time.monotonic() > deadline:
                 busy = RunFailed(
                     "run_timeout", "the run's session stayed busy with another run past the run's deadline"

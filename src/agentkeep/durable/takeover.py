@@ -4,7 +4,8 @@ DBOS resumes an executor's unfinished runs when that executor restarts (same exe
 DBOS's paid Conductor nobody resumes them when it never comes back. So every process that executes
 background runs, every RECOVERY_S/6:
 
-    1. upserts its heartbeat in `agentkeep_workers` (and drops any claim on itself: it is back)
+    1. upserts its heartbeat in `agentkeep_workers` (and drops any claim on itself: it is back;
+       the statements are `stores.workers`')
     2. looks for executors of its own version whose heartbeat is older than RECOVERY_S/2
     3. claims each with one conditional UPDATE, a lease: of two live workers only one wins, and a
        claim older than RECOVERY_S expires, so a claimer that dies is itself replaced
@@ -21,12 +22,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import sqlalchemy as sa
 import structlog
 
 from agentkeep.durable.setup import Identity
-from agentkeep.stores.schema import workers
-from agentkeep.stores.sql import SQLStore
+from agentkeep.stores.database import Database
+from agentkeep.stores.workers import Workers
 
 __all__ = ["Takeover"]
 
@@ -36,8 +36,8 @@ log = structlog.get_logger("agentkeep.durable")
 class Takeover:
     """Heartbeats for this executor, and the claim of dead executors' runs."""
 
-    def __init__(self, store: SQLStore, me: Identity, recovery_s: float) -> None:
-        self.store = store
+    def __init__(self, store: Database, me: Identity, recovery_s: float) -> None:
+        self.workers = Workers(store)
         self.me = me
         self.recovery_s = recovery_s
 
@@ -59,48 +59,18 @@ class Takeover:
         return recovered
 
     async def beat(self) -> None:
-        now = time.time()
-        values = {"app_version": self.me.version, "heartbeat_at": now, "claimed_by": None, "claimed_at": None}
-        async with self.store.writer() as conn:
-            updated = await conn.execute(
-                workers.update().where(workers.c.executor_id == self.me.executor_id).values(**values)
-            )
-            if updated.rowcount == 0:
-                await conn.execute(workers.insert().values(executor_id=self.me.executor_id, **values))
+        await self.workers.beat(self.me.executor_id, self.me.version)
 
     async def claim_stale(self) -> list[str]:
         """The executors whose runs this one now owns the duty to recover."""
         now = time.time()
-        stale, expired = now - self.recovery_s / 2, now - self.recovery_s
-        w = workers.c
-        async with self.store.engine.connect() as conn:
-            candidates = list(
-                (
-                    await conn.execute(
-                        sa.select(w.executor_id).where(
-                            w.executor_id != self.me.executor_id,
-                            w.app_version == self.me.version,
-                            w.heartbeat_at < stale,
-                        )
-                    )
-                ).scalars()
-            )
-        claimed: list[str] = []
-        for dead in candidates:
-            async with self.store.writer() as conn:
-                won = await conn.execute(
-                    workers.update()
-                    .where(w.executor_id == dead, w.heartbeat_at < stale)
-                    .where(sa.or_(w.claimed_by.is_(None), w.claimed_at < expired))
-                    .values(claimed_by=self.me.executor_id, claimed_at=now)
-                )
-            if won.rowcount == 1:
-                claimed.append(dead)
-        return claimed
+        return await self.workers.claim_stale(
+            self.me.executor_id,
+            self.me.version,
+            stale_before=now - self.recovery_s / 2,
+            claims_expire_before=now - self.recovery_s,
+        )
 
     async def retire(self) -> None:
         """At shutdown: look dead at once, so any run left unfinished here is taken over at the next pass."""
-        async with self.store.writer() as conn:
-            await conn.execute(
-                workers.update().where(workers.c.executor_id == self.me.executor_id).values(heartbeat_at=0.0)
-            )
+        await self.workers.retire(self.me.executor_id)

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 
 import structlog
 
-from agentkeep.durable.runs import RunBook
 from agentkeep.durable.takeover import Takeover
+from agentkeep.stores.sql import SQLStore
 
 __all__ = ["Upkeep", "prune_workflows"]
 
@@ -36,10 +36,10 @@ class Upkeep:
     """One pass of the upkeep; `step` is the `WorkerLoop`'s step."""
 
     def __init__(
-        self, takeover: Takeover, runs: RunBook, retention_days: float, extra: list[Pass] | None = None
+        self, takeover: Takeover, store: SQLStore, retention_days: float, extra: list[Pass] | None = None
     ) -> None:
         self.takeover = takeover
-        self.runs = runs
+        self.store = store
         self.retention_s = retention_days * 86400
         self.extra = extra or []
         self._next_prune = 0.0
@@ -58,7 +58,7 @@ class Upkeep:
         """Delete what finished before the retention period; returns (runs, workflows) deleted."""
         cutoff = time.time() - self.retention_s
         runs = workflows = 0
-        while len(batch := await self.runs.prune(cutoff, limit=_PRUNE_BATCH)) > 0:
+        while len(batch := await self.store.prune_runs(cutoff, limit=_PRUNE_BATCH)) > 0:
             runs += len(batch)
         while (deleted := await prune_workflows(cutoff)) > 0:
             workflows += deleted

@@ -51,6 +51,7 @@ from typing import IO, TypeVar
 import sqlalchemy as sa
 
 from agentkeep.errors import AgentkeepError, ConfigError
+from agentkeep.stores.schema import MIGRATIONS
 
 if sys.platform != "win32":
     import fcntl
@@ -288,8 +289,6 @@ def _put_in_place(target: Path, replacement: Path | None) -> Path | None:
 
 def _check_version(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse a backup whose schema is newer than this agentkeep knows: its code would misread it."""
-    from agentkeep.stores.schema import MIGRATIONS
-
     newest = conn.execute(f"SELECT max(version) FROM {_SCHEMA_TABLE}").fetchone()[0] or 0  # noqa: S608
     if newest > len(MIGRATIONS):
         raise BackupError(f"{path} has schema version {newest}; this agentkeep knows up to {len(MIGRATIONS)}: upgrade")

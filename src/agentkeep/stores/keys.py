@@ -7,7 +7,7 @@ salt or a slow hash protects guessable passwords, and 256 random bits are not gu
 plain hash is enough and keeps each check to microseconds. The hash is compared with
 `hmac.compare_digest`, so the time a check takes says nothing about how much of a guess was right.
 
-The table is migration 3 (`stores.schema`), in its own `MetaData` like the ledger's.
+The table, `agentkeep_api_keys`, is migration 3 in `stores.schema`.
 """
 
 from __future__ import annotations
@@ -20,27 +20,15 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Connection
 
 from agentkeep.errors import ConfigError
+from agentkeep.stores.database import Database
+from agentkeep.stores.schema import api_keys
 
-if TYPE_CHECKING:  # `stores.schema` imports this module, and `stores.sql` imports the schema
-    from agentkeep.stores.sql import SQLStore
-
-__all__ = [
-    "KEY_PREFIX",
-    "KeyRecord",
-    "KeyStore",
-    "NewKey",
-    "check_user_id",
-    "create_tables",
-    "open_key_store",
-    "parse_key",
-]
+__all__ = ["KEY_PREFIX", "KeyRecord", "KeyStore", "NewKey", "check_user_id", "open_key_store", "parse_key"]
 
 log = structlog.get_logger("agentkeep.stores")
 
@@ -51,26 +39,6 @@ _KEY_RE = re.compile(r"ak_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _USER_RE = re.compile(r"[^\s\x00-\x1f\x7f]{1,128}")
 # `last_used_at` is a convenience for `keys list`: written at most this often per key, not per request.
 _LAST_USED_EVERY_S = 60.0
-
-metadata = sa.MetaData()
-
-api_keys = sa.Table(
-    "agentkeep_api_keys",
-    metadata,
-    sa.Column("key_id", sa.String(32), primary_key=True),
-    sa.Column("user_id", sa.String(128), nullable=False),
-    sa.Column("admin", sa.Boolean, nullable=False),
-    sa.Column("secret_sha256", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("last_used_at", sa.Float, nullable=True),
-    sa.Column("revoked_at", sa.Float, nullable=True),
-    sa.Index("ix_agentkeep_api_keys_user", "user_id"),
-)
-
-
-def create_tables(conn: Connection) -> None:
-    """Migration 3: the API keys."""
-    api_keys.create(conn, checkfirst=True)
 
 
 @dataclass(frozen=True)
@@ -119,9 +87,9 @@ _NO_KEY_DIGEST = _digest(secrets.token_urlsafe(_SECRET_BYTES))
 
 
 class KeyStore:
-    """The API keys in an open `SQLStore`'s database (SQLite or PostgreSQL)."""
+    """The API keys in an open database (SQLite or PostgreSQL): a `SQLStore`'s, or a `Database` of its own."""
 
-    def __init__(self, store: SQLStore) -> None:
+    def __init__(self, store: Database) -> None:
         self.store = store
 
     async def create(self, user_id: str, *, admin: bool = False) -> NewKey:
@@ -144,13 +112,13 @@ class KeyStore:
 
     async def list(self) -> list[KeyRecord]:
         """Every key, revoked ones included, oldest first."""
-        async with self.store.engine.connect() as conn:
+        async with self.store.reader() as conn:
             rows = await conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id))
             return [_record(row) for row in rows]
 
     async def count_active(self) -> int:
         """How many keys are not revoked."""
-        async with self.store.engine.connect() as conn:
+        async with self.store.reader() as conn:
             query = sa.select(sa.func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))
             return int((await conn.execute(query)).scalar_one())
 
@@ -171,7 +139,7 @@ class KeyStore:
         if parsed is None:
             return None
         key_id, secret = parsed
-        async with self.store.engine.connect() as conn:
+        async with self.store.reader() as conn:
             row = (await conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id))).first()
         stored = row.secret_sha256 if row is not None else _NO_KEY_DIGEST
         matches = hmac.compare_digest(stored, _digest(secret))
@@ -196,14 +164,12 @@ class KeyStore:
 @asynccontextmanager
 async def open_key_store(url: str) -> AsyncIterator[KeyStore]:
     """The keys of the database at `url` (migrated first), for the `agentkeep keys` commands."""
-    from agentkeep.stores.sql import SQLStore
-
-    store = SQLStore(url)
-    await store.open()
+    database = Database(url)
+    await database.open()
     try:
-        yield KeyStore(store)
+        yield KeyStore(database)
     finally:
-        await store.close()
+        await database.close()
 
 
 def _record(row: sa.Row[tuple[object, ...]]) -> KeyRecord:

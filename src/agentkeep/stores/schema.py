@@ -13,7 +13,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from agentkeep.budget import tables as budget_tables
-from agentkeep.stores import keys as key_tables
+
+__all__ = [
+    "MIGRATIONS",
+    "Migration",
+    "api_keys",
+    "metadata",
+    "pending",
+    "runs",
+    "schema_version",
+    "session_history",
+    "sessions",
+    "workers",
+]
 
 metadata = sa.MetaData()
 
@@ -90,12 +102,30 @@ workers = sa.Table(
     sa.Column("claimed_at", sa.Float, nullable=True),
 )
 
+# API keys (`stores.keys`): only a hash of each secret is kept.
+api_keys = sa.Table(
+    "agentkeep_api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.String(128), nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False),
+    sa.Column("secret_sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_used_at", sa.Float, nullable=True),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Index("ix_agentkeep_api_keys_user", "user_id"),
+)
+
 Migration = Callable[[Connection], None]
 
 
 def _initial(conn: Connection) -> None:
     for table in (sessions, session_history, runs):
         table.create(conn, checkfirst=True)
+
+
+def _api_keys(conn: Connection) -> None:
+    api_keys.create(conn, checkfirst=True)
 
 
 def _workers(conn: Connection) -> None:
@@ -119,7 +149,7 @@ def _run_steps(conn: Connection) -> None:
 MIGRATIONS: Sequence[Migration] = (
     _initial,
     budget_tables.create_tables,
-    key_tables.create_tables,
+    _api_keys,
     _workers,
     _run_steps,
 )
@@ -127,4 +157,5 @@ MIGRATIONS: Sequence[Migration] = (
 
 
 def pending(applied: set[int]) -> list[tuple[int, Migration]]:
+    """The migrations not yet applied, numbered, in order."""
     return [(n, m) for n, m in enumerate(MIGRATIONS, start=1) if n not in applied]

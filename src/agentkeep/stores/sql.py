@@ -1,45 +1,51 @@
-"""The `Store` on SQLAlchemy Core (async): SQLite through aiosqlite, PostgreSQL through asyncpg.
-
-SQLite's write transactions bypass aiosqlite: they run on one plain connection in one thread
-(`stores.sqlite_writer`), where a statement costs one thread hand-off instead of several.
+"""The store of sessions and runs, on SQLAlchemy Core: every statement on their tables is here.
 
 SQLite runs in WAL mode with `BEGIN IMMEDIATE` for writes, so two processes sharing the file
 serialise their writes instead of failing on a lock upgrade; PostgreSQL relies on row locks and
-conditional updates. The same statements serve both.
+conditional updates. The same statements serve both (`Database` runs them), and every write to a
+run or a session is conditional, so two processes racing on the same run or session cannot both win:
+
+    start_run()       a new run takes its session, unless another run holds an unexpired lease
+    claim_session()   a queued run takes (or keeps) its session when it starts executing: its
+                      lease from `POST /v1/runs` may have run out while it waited in the queue
+    mark_running()    queued → running, unless it finished meanwhile (a cancel may have come first)
+    finish_run()      its outcome, once: only a run not yet finished is written
+    cancel_run()      recorded `cancelled`, session freed, unless the run finished first
+    prune_runs()      finished runs older than the retention period are deleted
+
+The other tables' statements live beside this module: API keys in `keys`, the durable engine's
+worker heartbeats in `workers`, the read-only reports in `reports`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import sqlite3
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agentkeep.errors import ConfigError, SessionBusy
+from agentkeep.errors import SessionBusy
+from agentkeep.sqlite import precompiled
 from agentkeep.stores import reports, schema
-from agentkeep.stores.backup import BackupError, DatabaseLock
-from agentkeep.stores.base import HourUsage, RunQuery, RunRecord, RunStatus, SessionRecord, Store, Usage
-from agentkeep.stores.sqlite_writer import SQLiteWriter, precompiled
+from agentkeep.stores.base import HourUsage, RunQuery, RunRecord, RunStatus, SessionRecord, Usage
+from agentkeep.stores.database import Database
 
-_PG_MIGRATION_LOCK = 0x6167_6B70  # any constant shared by every agentkeep process
+__all__ = ["SQLStore"]
 # A run's outcome is written once: only a run still in one of these may be moved to a final status.
 _UNFINISHED = [status.value for status in RunStatus if not status.finished]
+_FINISHED = [status.value for status in RunStatus if status.finished]
 
 # A run's statements, built once with every value a parameter (named `b_…` where a column's own name
 # is taken by the SET clause): cheap for SQLAlchemy to cache, and run directly on SQLite's driver.
 _s, _h, _r = schema.sessions, schema.session_history, schema.runs
 _SESSION = (_s.c.user_id == sa.bindparam("b_user_id"), _s.c.session_id == sa.bindparam("b_session_id"))
-_CLAIM = precompiled(
-    _s.update()
-    .where(*_SESSION, sa.or_(_s.c.busy_run_id.is_(None), _s.c.busy_until < sa.bindparam("b_now")))
-    .values(busy_run_id=sa.bindparam("b_run_id"), busy_until=sa.bindparam("b_until"))
+_FREE = (_s.c.busy_run_id.is_(None), _s.c.busy_until < sa.bindparam("b_now"))
+_TAKE: dict[str, Any] = {"busy_run_id": sa.bindparam("b_run_id"), "busy_until": sa.bindparam("b_until")}
+# A new run takes a free session; a queued run starting may also renew the lease it already holds.
+_CLAIM = precompiled(_s.update().where(*_SESSION, sa.or_(*_FREE)).values(**_TAKE))
+_CLAIM_AGAIN = precompiled(
+    _s.update().where(*_SESSION, sa.or_(_s.c.busy_run_id == sa.bindparam("b_run_id"), *_FREE)).values(**_TAKE)
 )
 _INSERT_RUN = precompiled(_r.insert())
 _HISTORY = precompiled(
@@ -64,156 +70,47 @@ _NEXT_SEQ = precompiled(
 _APPEND = precompiled(_h.insert())
 
 
-def async_url(url: str) -> sa.URL:
-    """Map the user's URL to the async driver agentkeep uses for it."""
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError(f"AGENTKEEP_DATABASE_URL is not a database URL: {exc}") from None
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return parsed.set(drivername="sqlite+aiosqlite")
-    if backend in {"postgresql", "postgres"}:
-        return parsed.set(drivername="postgresql+asyncpg")
-    raise ConfigError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://…")
-
-
-def _configure_sqlite(engine: sa.Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Take transaction control from the driver so BEGIN IMMEDIATE can be issued below.
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash loses nothing
-        cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
-
-
-class SQLStore(Store):
+class SQLStore(Database):
     """Sessions and runs in SQLite or PostgreSQL."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
-        self.url = async_url(url)
-        self.dialect = self.url.get_backend_name()
-        self._pool_size = pool_size
-        self._engine: AsyncEngine | None = None
-        self._sqlite_writer: SQLiteWriter | None = None  # a SQLite file's write transactions
-        self._write_turn = asyncio.Lock()
-        self._lock: DatabaseLock | None = None  # SQLite: tells `agentkeep restore` the file is in use
+        super().__init__(url, pool_size=pool_size)
         self._create_session = precompiled(self._insert_ignore(self.dialect, schema.sessions))
-
-    @property
-    def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            raise RuntimeError("store is not open")
-        return self._engine
-
-    @contextlib.asynccontextmanager
-    async def writer(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction (`BEGIN IMMEDIATE` on SQLite).
-
-        On SQLite this process's writers take turns on an asyncio lock first: SQLite admits one
-        writer per file anyway, and a writer waiting in its busy handler sleeps in coarse steps,
-        which under concurrency costs far more than queueing here.
-        """
-        async with contextlib.AsyncExitStack() as stack:
-            if self.dialect == "sqlite":
-                await stack.enter_async_context(self._write_turn)
-            if self._sqlite_writer is not None:
-                # It offers `execute` and `run_sync`, the part of AsyncConnection writers use.
-                yield cast(AsyncConnection, await stack.enter_async_context(self._sqlite_writer.begin()))
-            else:
-                yield await stack.enter_async_context(self.engine.execution_options(write=True).begin())
-
-    async def open(self) -> None:
-        if self.dialect == "sqlite":
-            database = self.url.database or ""
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-                self._hold_database_lock(Path(database))
-                self._sqlite_writer = SQLiteWriter(self.url, _configure_sqlite)
-            self._engine = create_async_engine(self.url, pool_size=self._pool_size, max_overflow=0)
-            _configure_sqlite(self._engine.sync_engine)
-        else:
-            self._engine = create_async_engine(
-                self.url, pool_size=self._pool_size, max_overflow=self._pool_size, pool_pre_ping=True
-            )
-        await self._migrate()
-
-    async def _migrate(self) -> None:
-        if await self._schema_is_current():
-            return
-        async with self.writer() as conn:
-            if self.dialect == "postgresql":
-                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-            await conn.run_sync(lambda c: schema.schema_version.create(c, checkfirst=True))
-            applied = set((await conn.execute(sa.select(schema.schema_version.c.version))).scalars())
-            for number, migration in schema.pending(applied):
-                await conn.run_sync(migration)
-                await conn.execute(schema.schema_version.insert().values(version=number, applied_at=time.time()))
-
-    async def _schema_is_current(self) -> bool:
-        """Whether every migration has run, in one read without the migration lock: the answer on
-        every start but a deployment's first, and a cold Lambda container's start is one of them.
-        A new database (no version table yet) answers no, and the locked path above creates it."""
-        try:
-            async with self.engine.connect() as conn:
-                applied = set((await conn.execute(sa.select(schema.schema_version.c.version))).scalars())
-        except sa.exc.DBAPIError:
-            return False
-        return not schema.pending(applied)
-
-    def _hold_database_lock(self, database: Path) -> None:
-        lock = DatabaseLock(database)
-        if not lock.acquire(exclusive=False):
-            raise BackupError(f"{database} is being restored (agentkeep restore); start again when it has finished")
-        self._lock = lock
-
-    async def close(self) -> None:
-        if self._sqlite_writer is not None:
-            await self._sqlite_writer.close()
-            self._sqlite_writer = None
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
-
-    async def ping(self) -> None:
-        database = self.url.database or ""
-        if self.dialect == "sqlite" and database and database != ":memory:":
-            # A pooled connection keeps reading a file that was since deleted, replaced or corrupted;
-            # a fresh open sees the file as a restarted process would, and needs no pool slot under load.
-            await asyncio.to_thread(_probe_sqlite_file, Path(database))
-            return
-        async with self.engine.connect() as conn:
-            await conn.execute(sa.select(sa.func.count()).select_from(schema.schema_version))
 
     # --- sessions ---
 
     async def start_run(self, run: RunRecord, lease_s: float) -> list[bytes]:
-        user_id, session_id, run_id = run.user_id, run.session_id, run.run_id
-        now = time.time()
-        session = {"b_user_id": user_id, "b_session_id": session_id}
+        """Record `run` and make it its session's only writer; return the session's history chunks.
+
+        Creates the session when it does not exist. Raises `SessionBusy`, recording nothing, while
+        another run holds an unexpired lease on the session, whichever process holds it.
+        """
         async with self.writer() as conn:
-            await conn.execute(
-                self._create_session,
-                {"user_id": user_id, "session_id": session_id, "created_at": now, "updated_at": now},
-            )
-            claimed = await conn.execute(
-                _CLAIM, {**session, "b_now": now, "b_run_id": run_id, "b_until": now + lease_s}
-            )
-            if claimed.rowcount != 1:
-                raise SessionBusy(f"session {session_id!r} is running another request; retry when it finishes")
+            if not await self._take_session(conn, run, lease_s, again=False):
+                raise SessionBusy(f"session {run.session_id!r} is running another request; retry when it finishes")
             await conn.execute(_INSERT_RUN, _run_row(run))
-            return await self._history(conn, user_id, session_id)
+            return await self._history(conn, run.user_id, run.session_id)
+
+    async def claim_session(self, run: RunRecord, lease_s: float) -> list[bytes] | None:
+        """Make a recorded run its session's writer for `lease_s` more seconds, as it starts executing;
+        return the session's history. None while another run holds an unexpired lease on it.
+
+        Creates the session again when it was deleted while the run's lease had lapsed."""
+        async with self.writer() as conn:
+            if not await self._take_session(conn, run, lease_s, again=True):
+                return None
+            return await self._history(conn, run.user_id, run.session_id)
+
+    async def _take_session(self, conn: AsyncConnection, run: RunRecord, lease_s: float, *, again: bool) -> bool:
+        now = time.time()
+        session = {"b_user_id": run.user_id, "b_session_id": run.session_id}
+        await conn.execute(
+            self._create_session,
+            {"user_id": run.user_id, "session_id": run.session_id, "created_at": now, "updated_at": now},
+        )
+        claim = _CLAIM_AGAIN if again else _CLAIM
+        claimed = await conn.execute(claim, {**session, "b_now": now, "b_run_id": run.run_id, "b_until": now + lease_s})
+        return bool(claimed.rowcount == 1)
 
     @staticmethod
     def _insert_ignore(dialect: str, table: sa.Table) -> sa.Insert:
@@ -231,6 +128,7 @@ class SQLStore(Store):
         return [bytes(r) for r in rows.scalars()]
 
     async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
+        """The session, if it exists for `user_id`."""
         s, r = schema.sessions, schema.runs
         async with self.engine.connect() as conn:
             row = (
@@ -251,6 +149,7 @@ class SQLStore(Store):
         return SessionRecord(session_id, user_id, row.created_at, row.updated_at, history, cost)
 
     async def delete_session(self, user_id: str, session_id: str) -> bool:
+        """Delete a session and its history; False when there was none. `SessionBusy` while running."""
         s, h = schema.sessions, schema.session_history
         now = time.time()
         async with self.writer() as conn:
@@ -272,17 +171,31 @@ class SQLStore(Store):
     # --- runs ---
 
     async def create_run(self, run: RunRecord) -> None:
+        """Record a new run that needs no session (a task's)."""
         async with self.writer() as conn:
             await conn.execute(schema.runs.insert(), _run_row(run))
 
-    async def update_run_status(self, run_id: str, status: RunStatus, *, started_at: float | None = None) -> None:
-        values: dict[str, Any] = {"status": status.value}
-        if started_at is not None:
-            values["started_at"] = started_at
+    async def mark_running(self, run_id: str) -> float | None:
+        """Mark a queued run running; return when it started, or None once it has finished (a cancel
+        came first). A run already running (its process died right after this) keeps its start time."""
+        r = schema.runs
         async with self.writer() as conn:
-            await conn.execute(schema.runs.update().where(schema.runs.c.run_id == run_id).values(**values))
+            started = await conn.execute(
+                r.update()
+                .where(r.c.run_id == run_id)
+                .where(r.c.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value]))
+                .values(status=RunStatus.RUNNING.value, started_at=sa.func.coalesce(r.c.started_at, time.time()))
+            )
+            if started.rowcount != 1:
+                return None
+            when: float = (await conn.execute(sa.select(r.c.started_at).where(r.c.run_id == run_id))).scalar_one()
+            return when
 
     async def finish_run(self, run: RunRecord, *, append_to_session: bytes | None) -> bool:
+        """Record the run's outcome, append its messages to the session when given, release the
+        session's lease: all in one transaction, so a crash leaves either all of it or none.
+        A run that already has a final status (a cancel came first) is left as it is: nothing is
+        written, and False says so."""
         now = time.time()
         async with self.writer() as conn:
             row = _run_row(run)
@@ -308,7 +221,50 @@ class SQLStore(Store):
                 )
         return True
 
+    async def cancel_run(self, run: RunRecord, *, only_queued: bool) -> bool:
+        """Record an unfinished run (only a queued one, if `only_queued`) as `cancelled` and free its
+        session; False when it was already past that."""
+        r, s = schema.runs, schema.sessions
+        now = time.time()
+        statuses = [RunStatus.QUEUED.value] if only_queued else [RunStatus.QUEUED.value, RunStatus.RUNNING.value]
+        async with self.writer() as conn:
+            cancelled = await conn.execute(
+                r.update()
+                .where(r.c.run_id == run.run_id, r.c.status.in_(statuses))
+                .values(
+                    status=RunStatus.CANCELLED.value,
+                    error_type="cancelled",
+                    error_message="the run was cancelled",
+                    finished_at=now,
+                )
+            )
+            if cancelled.rowcount != 1:
+                return False
+            await conn.execute(
+                s.update()
+                .where(s.c.user_id == run.user_id, s.c.session_id == run.session_id)
+                .where(s.c.busy_run_id == run.run_id)
+                .values(busy_run_id=None, busy_until=None, updated_at=now)
+            )
+            return True
+
+    async def prune_runs(self, before: float, *, limit: int = 500) -> list[str]:
+        """Delete up to `limit` runs that finished before `before` (UNIX seconds); return their ids."""
+        r = schema.runs
+        async with self.writer() as conn:
+            finished = (
+                sa.select(r.c.run_id)
+                .where(r.c.status.in_(_FINISHED), r.c.finished_at < before)
+                .order_by(r.c.finished_at)
+                .limit(limit)
+            )
+            ids = list((await conn.execute(finished)).scalars())
+            if ids:
+                await conn.execute(r.delete().where(r.c.run_id.in_(ids)))
+        return ids
+
     async def get_run(self, user_id: str | None, run_id: str) -> RunRecord | None:
+        """The run, if it exists and belongs to `user_id`; `None` for any user's (an admin's view)."""
         r = schema.runs
         owner = () if user_id is None else (r.c.user_id == user_id,)
         async with self.engine.connect() as conn:
@@ -316,19 +272,13 @@ class SQLStore(Store):
         return None if row is None else _run_from_row(row._mapping)
 
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        """Runs matching `query`, newest first, as summaries: their input, output, messages, steps
+        and metadata are left empty, so a page of them stays cheap to read."""
         return await reports.list_runs(self.engine, query)
 
     async def usage_by_hour(self, user_id: str, since: float, hours: int) -> list[HourUsage]:
+        """`hours` consecutive hours from `since` (the start of an hour), oldest first, zero-filled."""
         return await reports.usage_by_hour(self.engine, user_id, since, hours)
-
-
-def _probe_sqlite_file(path: Path) -> None:
-    """Open the database file anew (never creating it) and read from it; raise if that fails."""
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=1)
-    try:
-        conn.execute(f"SELECT count(*) FROM {schema.schema_version.name}").fetchone()  # noqa: S608 — a constant
-    finally:
-        conn.close()
 
 
 def _run_row(run: RunRecord) -> dict[str, Any]:

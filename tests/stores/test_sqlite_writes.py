@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agentkeep.budget.transactor import sqlite_write_lock
+from agentkeep.sqlite import write_lock
 from agentkeep.stores import RunRecord, RunStatus, open_store, schema
 from agentkeep.stores.sql import SQLStore
 
@@ -55,6 +55,7 @@ async def _ticks_while(task: asyncio.Task[None], ticks: int) -> None:
 
 
 async def test_a_write_waits_for_another_connections_lock_off_the_loop(store: SQLStore, tmp_path: Path) -> None:
+    """Another process holds the write lock: the store's write waits on a thread, the loop runs on."""
     with other_writer(tmp_path / "agentkeep.db") as other:
         task = asyncio.create_task(store.create_run(_record("run_1")))
         await _ticks_while(task, 20)
@@ -64,7 +65,8 @@ async def test_a_write_waits_for_another_connections_lock_off_the_loop(store: SQ
 
 
 async def test_a_write_waits_for_this_processs_other_writers(store: SQLStore, tmp_path: Path) -> None:
-    lock = sqlite_write_lock(str(tmp_path / "agentkeep.db"))
+    """The file's write lock is one per process (the ledger's too): held, the store's write waits off the loop."""
+    lock = write_lock(str(tmp_path / "agentkeep.db"))
     lock.acquire()  # as the budget ledger's thread would, mid-transaction
     try:
         task = asyncio.create_task(store.create_run(_record("run_1")))
@@ -76,6 +78,7 @@ async def test_a_write_waits_for_this_processs_other_writers(store: SQLStore, tm
 
 
 async def test_a_cancelled_waiting_write_leaves_nothing_open(store: SQLStore, tmp_path: Path) -> None:
+    """A writer cancelled while it waits for the lock leaves no open transaction: the next write goes through."""
     with other_writer(tmp_path / "agentkeep.db") as other:
         task = asyncio.create_task(store.create_run(_record("run_1")))
         await _ticks_while(task, 5)
@@ -91,7 +94,8 @@ async def test_a_cancelled_waiting_write_leaves_nothing_open(store: SQLStore, tm
 async def test_writes_on_the_loop_are_checkpointed_into_the_database_file(
     store: SQLStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agentkeep.stores.sqlite_writer.CHECKPOINT_EVERY", 3)
+    """Commits made on the loop skip SQLite's own checkpoint; every CHECKPOINT_EVERY-th runs one on a thread."""
+    monkeypatch.setattr("agentkeep.sqlite.CHECKPOINT_EVERY", 3)
     for i in range(3):
         await store.create_run(_record(f"run_{i}"))
     deadline = time.monotonic() + WAIT_S

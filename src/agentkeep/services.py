@@ -98,8 +98,6 @@ async def build_services(
     store = await open_store(settings.database_url.get_secret_value())
     tracing: Tracing | None = None
     try:
-        if not isinstance(store, SQLStore):
-            raise TypeError("agentkeep's services need the SQL store")
         tracing = configure_tracing(settings)
         telemetry, steps = Telemetry(settings), StepRecorder()
         resilience = _resilience(settings)
@@ -113,6 +111,7 @@ async def build_services(
         if tracing is not None:
             tracing.shutdown()
         raise
+    budget.start()  # its reclaimer of dead processes' reservations: in every process, engine or not
     return Services(
         settings=settings,
         agents=agents,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,3 +67,21 @@ def test_another_users_usage_needs_an_admin_key(client: TestClient) -> None:
     client.app.dependency_overrides[caller_is_admin] = lambda: True  # type: ignore[attr-defined]
     usage = client.get("/v1/usage", params={"user_id": "bob"}).json()
     assert usage["user_id"] == "bob" and usage["today"]["spent_usd"] == 0
+
+
+def test_usage_only_reads_so_it_answers_while_another_process_holds_the_write_lock(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """GET /v1/usage writes nothing (dead processes' reservations are the reclaimer's job), so it
+    answers at once while another connection, as another process would, holds SQLite's write lock."""
+    assert client.post("/v1/runs", json={"message": "hi", "session_id": "s1"}).status_code == 200
+    other = sqlite3.connect(tmp_path / "agentkeep.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        usage = client.get("/v1/usage")
+        assert usage.status_code == 200, usage.text
+        assert time.monotonic() - started < 5.0, "the usage read waited for the write lock"
+        assert usage.json()["today"]["spent_usd"] == pytest.approx(0.10001)
+    finally:
+        other.close()

@@ -5,11 +5,13 @@
     records.py  caps, ledger entries, reservations, alerts: plain records
     tables.py   the ledger's tables (created by `stores.schema` migration 2)
     ledger.py   the ledger, budget counters and reservations: atomic across processes
-    transactor.py  how one ledger transaction runs on SQLite and on PostgreSQL
+    transactor.py  how one ledger transaction runs on SQLite (`agentkeep.sqlite`) and on PostgreSQL
     hook.py     the `Budget` hook around model requests and priced tools
+    reclaimer.py   gives back the reservations of processes that died, on a timer
     alerts.py   threshold alerts: a log event and a webhook POST, exactly once each
 
-The server builds one `Budget` per process with `budget_from_settings` and hands it to the runtime.
+The server builds one `Budget` per process with `budget_from_settings`, starts it (its reclaimer)
+and hands it to the runtime.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from pydantic_ai.settings import ModelSettings
 from agentkeep.budget.alerts import AlertDispatcher
 from agentkeep.budget.ledger import Ledger
 from agentkeep.budget.prices import Price, Pricer, to_nano, to_usd
+from agentkeep.budget.reclaimer import Reclaimer
 from agentkeep.budget.records import NO_CAPS, SESSION, USER_DAY, Caps, Entry, Refused, Reservation, utc_day
 from agentkeep.budget.tokens import InputBound
 from agentkeep.errors import BudgetExceeded, PriceUnknown
@@ -82,9 +83,15 @@ class Budget(Hook):
         self.alerts = alerts
         self.max_tokens = max_tokens
         self.metrics = metrics or BudgetMetrics()
+        self.reclaimer = Reclaimer(ledger)
+
+    def start(self) -> None:
+        """Once the event loop runs: start reclaiming dead processes' reservations (`Reclaimer`)."""
+        self.reclaimer.start()
 
     async def aclose(self, timeout: float) -> None:
         """At shutdown: give alert deliveries in flight up to `timeout` to finish, then close the ledger."""
+        await self.reclaimer.stop()
         if self.alerts is not None:
             await self.alerts.drain(timeout)
         self.ledger.close()

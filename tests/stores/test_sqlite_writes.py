@@ -95,7 +95,7 @@ async def test_writes_on_the_loop_are_checkpointed_into_the_database_file(
     store: SQLStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Commits made on the loop skip SQLite's own checkpoint; every CHECKPOINT_EVERY-th runs one on a thread."""
-    monkeypatch.setattr("agentkeep.sqlite.CHECKPOINT_EVERY", 3)
+    monkeypatch.setattr("agentkeep.sqlite.transactions.CHECKPOINT_EVERY", 3)
     for i in range(3):
         await store.create_run(_record(f"run_{i}"))
     deadline = time.monotonic() + WAIT_S

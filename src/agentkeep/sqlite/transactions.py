@@ -1,28 +1,24 @@
-"""SQLite transactions of one process on one file: the one fast path the store and the ledger share.
+"""SQLite transactions of one process on one file: on the event loop when they need not wait.
 
 Through aiosqlite every statement costs several thread hand-offs (cursor, execute, fetch, close),
 each waking the event loop, plus SQLAlchemy's greenlet bridge: most of the CPU a run spent on its
-few short transactions. Here a transaction runs on the event loop, on a plain `sqlite3` connection,
-whenever it can begin without waiting:
+few short transactions. Here a transaction runs on a plain `sqlite3` connection, and BEGIN and
+COMMIT go straight to the driver:
 
-    at once     no other writer of this process holds the file's `write_lock` (one per file, shared
-                by every `SQLiteFile` of this process: the store's and the ledger's) and `BEGIN
-                IMMEDIATE` gets SQLite's write lock at once (this connection has no busy timeout).
-                Holding the write lock in WAL mode, its statements and commit wait for no one; the
-                one slow step a commit can take, a WAL checkpoint with its fsync, is turned off on
-                that connection and run on a thread every `CHECKPOINT_EVERY` commits instead.
+    at once     on the event loop, when no other writer of this process holds the file's
+                `write_lock` (one per file, shared by every `SQLiteFile` of this process: the
+                store's and the ledger's) and `BEGIN IMMEDIATE` gets SQLite's write lock at once
+                (this connection has no busy timeout). Holding the write lock in WAL mode, its
+                statements and commit wait for no one; the one slow step a commit can take, a WAL
+                checkpoint with its fsync, is turned off on that connection and run on a thread
+                every `CHECKPOINT_EVERY` commits instead.
     waiting     otherwise it begins on a thread, where a connection with a busy timeout waits for
                 the locks. A sync body (`run_waiting`, the ledger's) runs there whole; an async one
                 (`begin`, the store's) runs its statements on the loop and ends on a thread, ended
                 even when its caller is cancelled in between.
 
-BEGIN and COMMIT go straight to the driver; a statement marked `precompiled` (a constant its owner
-builds once) is compiled once per set of parameter names and runs straight on the driver too:
-SQLAlchemy's per-execution work (cache key, execution context, result wrapping) cost more than
-SQLite's own. Any other statement runs through SQLAlchemy on the same connection and transaction.
-
-Reads outside these transactions (the store's, through aiosqlite) and PostgreSQL are not this
-module's: `configure` only sets up an engine SQLAlchemy runs SQLite transactions on itself.
+A `precompiled` statement (`plans`) runs straight on the driver; any other runs through SQLAlchemy
+on the same connection and transaction.
 """
 
 from __future__ import annotations
@@ -34,31 +30,28 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects import sqlite
+
+from agentkeep.sqlite.plans import Plan, is_precompiled
 
 __all__ = [
     "CHECKPOINT_EVERY",
-    "FetchedRows",
+    "AsyncTransaction",
     "SQLiteFile",
     "Transaction",
     "WouldWait",
     "configure",
     "is_busy",
-    "precompiled",
     "write_lock",
 ]
 
 T = TypeVar("T")
-E = TypeVar("E", bound=sa.Executable)
 
 CHECKPOINT_EVERY = 200  # commits made on the loop between two WAL checkpoints on a thread
 _BUSY_TIMEOUT_MS = 10_000
-_PRECOMPILED = "agentkeep_precompiled"
-_DIALECT = sqlite.dialect()
 _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
@@ -107,72 +100,6 @@ def configure(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
 
-def precompiled(statement: E) -> E:
-    """Mark a statement built once for the direct path; elsewhere (PostgreSQL, aiosqlite) it runs as
-    any statement. Its values are parameters or constants of its own."""
-    return statement.execution_options(**{_PRECOMPILED: True})
-
-
-class FetchedRows:
-    """What a precompiled statement returns: its rows, already fetched, and its rowcount."""
-
-    def __init__(self, rows: list[Any], rowcount: int) -> None:
-        self._rows = rows
-        self.rowcount = rowcount
-
-    def scalars(self) -> list[Any]:
-        return [row[0] for row in self._rows]
-
-    def first(self) -> tuple[Any, ...] | None:
-        return self._rows[0] if self._rows else None
-
-    def all(self) -> list[tuple[Any, ...]]:
-        return self._rows
-
-    def scalar_one(self) -> Any:
-        if not self._rows:
-            raise sa.exc.NoResultFound("No row was found when one was required")
-        if len(self._rows) > 1:
-            raise sa.exc.MultipleResultsFound("Multiple rows were found when exactly one was required")
-        return self._rows[0][0]
-
-
-class _Plan:
-    """A statement compiled for SQLite: its SQL, and how to order and convert its parameters and rows."""
-
-    def __init__(self, statement: sa.Executable, keys: tuple[str, ...]) -> None:
-        compiled = cast(
-            sa.sql.compiler.SQLCompiler,
-            cast(sa.ClauseElement, statement).compile(dialect=_DIALECT, column_keys=list(keys)),
-        )
-        self.sql = compiled.string
-        # (the caller's parameter name, or None for a constant of the statement; the constant; its conversion)
-        self.params: list[tuple[str | None, Any, Callable[[Any], Any] | None]] = []
-        for name in compiled.positiontup or ():
-            bind = compiled.binds[name]
-            convert = bind.type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
-            if bind.required and name not in keys:
-                raise ValueError(f"no value for parameter {name!r} of a precompiled statement")
-            self.params.append((name, None, convert) if name in keys else (None, bind.effective_value, convert))
-        returning = compiled.effective_returning or ()
-        columns = statement.selected_columns if isinstance(statement, sa.Select) else returning
-        self.returns_rows = isinstance(statement, sa.Select) or bool(returning)
-        self.convert_rows = [c.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None) for c in columns]
-
-    def execute(self, driver: Any, parameters: Mapping[str, Any]) -> FetchedRows:
-        values = []
-        for name, constant, convert in self.params:
-            value = constant if name is None else parameters[name]
-            values.append(value if convert is None else convert(value))
-        cursor = driver.execute(self.sql, values)
-        if not self.returns_rows:
-            return FetchedRows([], cursor.rowcount)
-        rows = cursor.fetchall()
-        if any(self.convert_rows):
-            rows = [tuple(c(v) if c else v for c, v in zip(self.convert_rows, row, strict=True)) for row in rows]
-        return FetchedRows(rows, cursor.rowcount)
-
-
 class WouldWait(Exception):
     """Raised by `SQLiteFile.run_at_once`, having changed nothing, when beginning would wait."""
 
@@ -180,16 +107,16 @@ class WouldWait(Exception):
 class Transaction:
     """One open transaction: SQLAlchemy's connection around the driver's, which BEGIN opened."""
 
-    def __init__(self, file: SQLiteFile, conn: sa.Connection, *, write: bool, pooled: bool) -> None:
+    def __init__(self, file: SQLiteFile, conn: sa.Connection, driver: Any, *, write: bool, pooled: bool) -> None:
         self._file = file
         self.conn = conn
-        self.driver: Any = conn.connection.driver_connection
+        self.driver = driver
         self.write = write
         self._pooled = pooled  # a thread's connection goes back to its pool; the loop's stays open
 
     def execute(self, statement: sa.Executable, params: Mapping[str, Any] | None = None) -> Any:
         """A `FetchedRows` for a precompiled statement, else SQLAlchemy's `CursorResult`."""
-        if statement.get_execution_options().get(_PRECOMPILED):
+        if is_precompiled(statement):
             return self._file.plan(statement, params or {}).execute(self.driver, params or {})
         return self.conn.execute(statement, dict(params) if params else None)
 
@@ -220,20 +147,21 @@ class SQLiteFile:
         self._loop_engine = _engine(url, 1)  # the loop's: never waits, never checkpoints
         event.listen(self._loop_engine, "connect", _never_wait)
         self._at_once: sa.Connection | None = None  # opened on first use, kept open
+        self._at_once_driver: Any = None
         self.at_once_free = True  # False while a transaction (or a suspended async one) holds it
         self._threads = ThreadPoolExecutor(threads, thread_name_prefix=name)
         self._commits = 0
         self._checkpoint: asyncio.Future[None] | None = None
         self._turn = asyncio.Lock()
         # (id, parameter names) → plan; each entry holds its statement, so the id stays its own.
-        self._plans: dict[tuple[int, tuple[str, ...]], tuple[sa.Executable, _Plan]] = {}
+        self._plans: dict[tuple[int, tuple[str, ...]], tuple[sa.Executable, Plan]] = {}
 
-    def plan(self, statement: sa.Executable, parameters: Mapping[str, Any]) -> _Plan:
+    def plan(self, statement: sa.Executable, parameters: Mapping[str, Any]) -> Plan:
         """The compiled form of a `precompiled` statement for these parameter names."""
         keys = tuple(parameters)
         cached = self._plans.get((id(statement), keys))
         if cached is None:
-            cached = self._plans[id(statement), keys] = (statement, _Plan(statement, keys))
+            cached = self._plans[id(statement), keys] = (statement, Plan(statement, keys))
         return cached[1]
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -252,7 +180,8 @@ class SQLiteFile:
         try:
             if self._at_once is None:
                 self._at_once = self._loop_engine.connect()
-            _begin(self._at_once, write)
+                self._at_once_driver = _driver(self._at_once)
+            self._at_once_driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except BaseException as exc:
             if write:
                 self.lock.release()
@@ -260,7 +189,7 @@ class SQLiteFile:
                 return None
             raise
         self.at_once_free = False
-        return Transaction(self, self._at_once, write=write, pooled=False)
+        return Transaction(self, self._at_once, self._at_once_driver, write=write, pooled=False)
 
     def begin_waiting(self, *, write: bool) -> Transaction:
         """On a thread: a transaction on a pooled connection, waiting for the locks as long as it takes."""
@@ -269,7 +198,8 @@ class SQLiteFile:
         try:
             conn = self._engine.connect()
             try:
-                _begin(conn, write)
+                driver = _driver(conn)
+                driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except BaseException:
                 conn.close()
                 raise
@@ -277,7 +207,7 @@ class SQLiteFile:
             if write:
                 self.lock.release()
             raise
-        return Transaction(self, conn, write=write, pooled=True)
+        return Transaction(self, conn, driver, write=write, pooled=True)
 
     def begin_on_thread(self, *, write: bool) -> Future[Transaction]:
         """`begin_waiting` on a thread; its future, unlike an awaiting task, survives a cancel once it runs."""
@@ -410,10 +340,13 @@ class AsyncTransaction:
         await self._file.call(tx.end, commit)
 
 
-def _begin(conn: sa.Connection, write: bool) -> None:
-    # On the driver: SQLAlchemy, which has no "begin" listener on these engines, joins this
-    # transaction when a statement runs through it (its own BEGIN is a no-op for sqlite3).
-    conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")  # type: ignore[union-attr]
+def _driver(conn: sa.Connection) -> Any:
+    """The `sqlite3` connection under `conn`, where BEGIN is issued: SQLAlchemy, which has no "begin"
+    listener on these engines, joins that transaction when a statement runs through it (its own
+    BEGIN is a no-op for sqlite3), and then ends it itself."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    return driver
 
 
 def _engine(url: sa.URL, pool_size: int) -> sa.Engine:

@@ -14,12 +14,13 @@ from agentkeep.errors import RunFailed
 from agentkeep.failures import Detached
 from agentkeep.hooks import Hook, RunOutcome, RunState
 from agentkeep.runtime import Runtime
-from agentkeep.stores import RunStatus, Store, open_store
+from agentkeep.stores import RunStatus, open_store
 from agentkeep.stores.base import RunRecord
+from agentkeep.stores.sql import SQLStore
 
 
 @pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[Store]:
+async def store(sqlite_url: str) -> AsyncIterator[SQLStore]:
     opened = await open_store(sqlite_url)
     yield opened
     await opened.close()
@@ -35,7 +36,7 @@ class Seen(Hook):
         self.outcomes.append(outcome.status)
 
 
-def _runtime(store: Store, seen: Seen) -> Runtime:
+def _runtime(store: SQLStore, seen: Seen) -> Runtime:
     agent: Agent[None, str] = Agent(TestModel(), name="a")
     return Runtime(Settings(_env_file=None), {"a": agent}, store, [seen])  # type: ignore[call-arg]
 
@@ -46,7 +47,7 @@ async def _queued(runtime: Runtime) -> RunRecord:
     return record
 
 
-async def test_a_scope_counts_its_run_until_it_ends_and_records_the_outcome_once(store: Store) -> None:
+async def test_a_scope_counts_its_run_until_it_ends_and_records_the_outcome_once(store: SQLStore) -> None:
     """Inside the scope the run is one of `active_runs`; a failure is recorded with its type, the
     hooks' after_run see it, and the count drops back to zero."""
     seen = Seen()
@@ -60,7 +61,7 @@ async def test_a_scope_counts_its_run_until_it_ends_and_records_the_outcome_once
     assert stored is not None and stored.status is RunStatus.FAILED and stored.error_type == "tool_error"
 
 
-async def test_a_durable_run_interrupted_by_a_drain_leaves_as_detached_and_records_nothing(store: Store) -> None:
+async def test_a_durable_run_interrupted_by_a_drain_leaves_as_detached_and_records_nothing(store: SQLStore) -> None:
     """`interrupt()` reaches a task-like run blocked in its scope: it leaves as `Detached` (not a
     cancellation), after_run sees `interrupted`, the record is untouched for a later execution,
     and the drain's wait for idle returns."""

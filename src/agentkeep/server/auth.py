@@ -26,7 +26,6 @@ from agentkeep.errors import AgentkeepError, ConfigError, Unauthorized
 from agentkeep.runtime import ANONYMOUS_USER
 from agentkeep.stores import open_store
 from agentkeep.stores.keys import KeyStore
-from agentkeep.stores.sql import SQLStore
 
 __all__ = ["Authenticator", "auth_required", "authenticate", "bearer_scheme", "check_auth", "is_loopback"]
 
@@ -100,7 +99,6 @@ async def check_auth(settings: Settings, host: str) -> bool:
 async def _active_keys(settings: Settings) -> int:
     store = await open_store(settings.database_url.get_secret_value())
     try:
-        assert isinstance(store, SQLStore)
         return await KeyStore(store).count_active()
     finally:
         await store.close()

@@ -102,7 +102,14 @@ class Settings(BaseSettings):
     )
     alert_webhook_url: str | None = Field(None, description="Receives a JSON POST per threshold crossing.")
     prices_file: Path | None = Field(None, description="Price overrides, JSON or TOML.")
-    workspace_dir: Path = Field(Path("./data/workspace"), description="Root of the file tools.")
+    workspace_dir: Path = Field(Path("./data/workspace"), description="Root of the file tools on local disk.")
+    workspace_url: str | None = Field(
+        None,
+        description="Object storage for the file tools instead of workspace_dir: s3://bucket/prefix (AWS_* variables).",
+    )
+    workspace_scope: Literal["session", "user", "shared"] = Field(
+        "session", description="What one run's file tools see: its session's folder, its user's, or one shared folder."
+    )
     file_max_bytes: int = Field(1_048_576, ge=1, description="Largest file read_file returns or write_file writes.")
     fetch_allow_hosts: str | None = Field(None, description="Comma list of the only hosts fetch_url may reach.")
     fetch_deny_hosts: str | None = Field(None, description="Comma list of hosts (and subdomains) fetch_url refuses.")
@@ -136,6 +143,16 @@ class Settings(BaseSettings):
         description="OpenTelemetry collector (OTLP/HTTP); when set, with the otel extra, every run is traced.",
     )
     telemetry: bool = Field(True, description="Per-run logs, metrics and stats; off only to measure their cost.")
+
+    @field_validator("workspace_url")
+    @classmethod
+    def _object_store_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        bucket, _, _ = value.strip().removeprefix("s3://").partition("/")
+        if not value.strip().startswith("s3://") or not bucket:
+            raise ValueError("must look like s3://bucket/prefix")
+        return value.strip()
 
     @field_validator("log_level")
     @classmethod
@@ -171,7 +188,8 @@ class Settings(BaseSettings):
         values = [
             s.get_secret_value() for s in (self.database_url, self.redis_url, self.webhook_secret) if s is not None
         ]
-        values += [v for k, v in os.environ.items() if k.endswith(("_API_KEY", "_TOKEN", "_SECRET")) and v]
+        secret_names = ("_API_KEY", "_TOKEN", "_SECRET", "_SECRET_ACCESS_KEY")  # the last: AWS_SECRET_ACCESS_KEY
+        values += [v for k, v in os.environ.items() if k.endswith(secret_names) and v]
         return [v for v in values if len(v) >= 6]
 
 

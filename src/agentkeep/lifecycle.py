@@ -7,7 +7,8 @@
                  once (`succeed` / `fail`). A durable run interrupted here, or detached by its
                  checkpoints, leaves the scope as `Detached`, recording nothing, for a later
                  execution to resume
-    run_scope()  the context manager that opens a `RunScope`
+    run_scope()  the context manager that opens a `RunScope`; inside it the file tools act for
+                 the run's user and session (`agentkeep.tools.scope`)
 
 `Runtime.scope()` opens one for an agent run (`Runtime.execute`) and for a task run
 (`durable/runner.py`) alike, so both are admitted, counted, drained and interrupted the same way.
@@ -30,6 +31,7 @@ from agentkeep.failures import Detached
 from agentkeep.hooks import Hook, RunOutcome, RunState
 from agentkeep.observability.steps import steps_json
 from agentkeep.stores.base import RunRecord, RunStatus
+from agentkeep.tools.scope import bound_to
 
 if TYPE_CHECKING:  # an annotation only: importing the run lifecycle does not load SQLAlchemy
     from agentkeep.stores.sql import SQLStore
@@ -186,18 +188,20 @@ async def run_scope(
     since: float | None = None,
 ) -> AsyncIterator[RunScope]:
     """Open the `RunScope` of `record`'s run on the current task (`Runtime.scope()` calls this)."""
+    # The file tools act in this run's folder: the same user and session on every execution of it.
     async with active.slot(held=holds_slot) as task:
-        scope = RunScope(record, state, hooks, store, active, task, durable, resumed, since)
-        try:
-            yield scope
-        except BaseException as exc:
-            if scope.detaches(exc):
-                scope.outcome = RunOutcome(RunStatus.INTERRUPTED.value, "interrupted", exc)
-                raise Detached() from None
-            raise
-        finally:
-            for hook in scope.hooks:
-                await hook.after_run(state, scope.outcome)
+        with bound_to(record.user_id, record.session_id):
+            scope = RunScope(record, state, hooks, store, active, task, durable, resumed, since)
+            try:
+                yield scope
+            except BaseException as exc:
+                if scope.detaches(exc):
+                    scope.outcome = RunOutcome(RunStatus.INTERRUPTED.value, "interrupted", exc)
+                    raise Detached() from None
+                raise
+            finally:
+                for hook in scope.hooks:
+                    await hook.after_run(state, scope.outcome)
 
 
 async def record_failure(

@@ -41,6 +41,7 @@ from agentkeep.runtime import Runtime
 from agentkeep.stores import open_store
 from agentkeep.stores.keys import KeyStore
 from agentkeep.stores.sql import SQLStore
+from agentkeep.tools.files import check_workspace
 
 __all__ = ["Services", "build_services"]
 
@@ -92,9 +93,11 @@ async def build_services(
     `me`: this process to the durable engine (default: this host, no source to version by);
     `dequeue=False`: the engine only queues and cancels background runs, another process executes
     them (`serve --no-worker`, a Lambda HTTP function); `extra_hooks` run inside the budget, outside
-    the step recorder. Raises `ConfigError` for a schedule naming what does not exist.
+    the step recorder. Raises `ConfigError` for a schedule naming what does not exist, or object
+    storage without its client installed.
     """
     check_schedules(settings.schedules, agents)
+    check_workspace(settings)
     store = await open_store(settings.database_url.get_secret_value())
     tracing: Tracing | None = None
     try:

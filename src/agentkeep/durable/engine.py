@@ -37,7 +37,7 @@ from agentkeep.durable.schedules import Scheduler
 from agentkeep.durable.setup import QUEUE, Identity, dbos_config, route_dbos_logs, system_database_url
 from agentkeep.durable.takeover import Takeover
 from agentkeep.durable.tasks import task_record
-from agentkeep.durable.upkeep import Upkeep
+from agentkeep.durable.upkeep import FileSweep, Upkeep
 from agentkeep.durable.webhooks import RETRY, WebhookFailed, WebhookSender
 from agentkeep.errors import ConfigError, RunFailed
 from agentkeep.runtime import PreparedRun, Runtime
@@ -64,7 +64,8 @@ class DurableEngine:
         self.webhooks = WebhookSender(settings)
         self.scheduler = Scheduler(runtime, settings.schedules, self.enqueue)
         self.takeover = Takeover(runtime.store, me, settings.recovery_s)
-        self.upkeep = Upkeep(self.takeover, runtime.store, settings.run_retention_days)
+        files = FileSweep(settings, runtime.store)
+        self.upkeep = Upkeep(self.takeover, runtime.store, settings.run_retention_days, files=files)
         self.loop = WorkerLoop(self.upkeep.step, idle_s=self.takeover.interval_s, backoff_cap_s=settings.recovery_s / 2)
         self.started = False
         self._lock = asyncio.Lock()

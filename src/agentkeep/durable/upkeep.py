@@ -6,7 +6,8 @@ drained at shutdown):
     takeover    heartbeat; resume the runs of workers whose heartbeat went stale (takeover.py)
     retention   every hour (or sooner for a short retention): delete runs that finished more than
                 AGENTKEEP_RUN_RETENTION_DAYS ago, and DBOS's record and checkpoints of every
-                workflow that completed before then, so neither database grows without bound
+                workflow that completed before then, so neither database grows without bound;
+                and the workspace folders of sessions not active since then (`FileSweep`)
     schedules   start the runs that agentkeep.toml's schedules make due (schedules.py)
 """
 
@@ -16,12 +17,17 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+import anyio.to_thread
 import structlog
 
+from agentkeep.config import Settings
 from agentkeep.durable.takeover import Takeover
 from agentkeep.stores.sql import SQLStore
+from agentkeep.tools import ToolFailure
+from agentkeep.tools.files import workspace_root
+from agentkeep.tools.sweep import scope_folders, stale_folders
 
-__all__ = ["Upkeep", "prune_workflows"]
+__all__ = ["FileSweep", "Upkeep", "prune_workflows"]
 
 log = structlog.get_logger("agentkeep.durable")
 
@@ -36,12 +42,18 @@ class Upkeep:
     """One pass of the upkeep; `step` is the `WorkerLoop`'s step."""
 
     def __init__(
-        self, takeover: Takeover, store: SQLStore, retention_days: float, extra: list[Pass] | None = None
+        self,
+        takeover: Takeover,
+        store: SQLStore,
+        retention_days: float,
+        extra: list[Pass] | None = None,
+        files: FileSweep | None = None,
     ) -> None:
         self.takeover = takeover
         self.store = store
         self.retention_s = retention_days * 86400
         self.extra = extra or []
+        self.files = files
         self._next_prune = 0.0
 
     async def step(self) -> bool:
@@ -62,9 +74,39 @@ class Upkeep:
             runs += len(batch)
         while (deleted := await prune_workflows(cutoff)) > 0:
             workflows += deleted
+        if self.files is not None:
+            await self.files.sweep(cutoff)
         if runs or workflows:
             log.info("durable.pruned", runs=runs, workflows=workflows, retention_days=self.retention_s / 86400)
         return runs, workflows
+
+
+class FileSweep:
+    """Retention for the workspace (`tools.sweep`): the folders of sessions not active since the cutoff."""
+
+    def __init__(self, settings: Settings, store: SQLStore) -> None:
+        self.settings = settings
+        self.store = store
+
+    async def sweep(self, cutoff: float) -> int:
+        """Remove the stale folders; returns how many. A failing storage is logged and tried next pass."""
+        scope = self.settings.workspace_scope
+        if scope == "shared":
+            return 0
+        root = workspace_root(self.settings)
+        try:
+            folders = await anyio.to_thread.run_sync(scope_folders, root, scope)
+            if not folders:
+                return 0
+            stale = stale_folders(folders, scope, await self.store.active_sessions(cutoff))
+            for folder in stale:
+                await anyio.to_thread.run_sync(root.scoped(folder).remove)
+        except ToolFailure as exc:
+            log.warning("durable.files_sweep_failed", reason=exc.message)
+            return 0
+        if stale:
+            log.info("durable.files_swept", folders=len(stale), scope=scope)
+        return len(stale)
 
 
 async def prune_workflows(cutoff: float, limit: int = _PRUNE_BATCH) -> int:

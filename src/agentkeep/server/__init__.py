@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -25,6 +26,7 @@ from agentkeep.resilience import RateLimit
 from agentkeep.server.auth import Authenticator, auth_required
 from agentkeep.server.console import router as console_router
 from agentkeep.server.errors import install_error_handlers
+from agentkeep.server.files import router as files_router
 from agentkeep.server.guards import rate_limited, rate_limiter
 from agentkeep.server.listing import router as listing_router
 from agentkeep.server.middleware import BodyLimit, JSONBodies, SecurityHeaders
@@ -34,14 +36,24 @@ from agentkeep.server.state import AppState
 from agentkeep.server.task_routes import router as tasks_router
 from agentkeep.server.usage import router as usage_router
 from agentkeep.services import Services, build_services
+from agentkeep.tools.files import check_workspace
 
 __all__ = ["DEFAULT_ROUTERS", "OPS_ROUTERS", "create_app"]
+
+log = structlog.get_logger("agentkeep.server")
 
 # Served by every process, `agentkeep worker` too: /health and /ready, /metrics and /v1/stats.
 OPS_ROUTERS: tuple[APIRouter, ...] = (probes, ops_router)
 # What `serve` mounts next to them: the contract's HTTP API, and the console (GET / and /console/*),
 # whose page uses only that API.
-DEFAULT_ROUTERS: tuple[APIRouter, ...] = (router, tasks_router, usage_router, listing_router, console_router)
+DEFAULT_ROUTERS: tuple[APIRouter, ...] = (
+    router,
+    files_router,
+    tasks_router,
+    usage_router,
+    listing_router,
+    console_router,
+)
 
 
 def create_app(
@@ -72,8 +84,15 @@ def create_app(
     if not api and not DurableEngine.available():
         raise ConfigError("agentkeep worker needs the durable extra: pip install 'agentkeep[durable]'")
     check_schedules(settings.schedules, agents)  # here too: a mistake is one line before the server binds
+    check_workspace(settings)
     state = AppState(settings)
     authenticator = Authenticator(auth_required(settings.auth, None) if auth is None else auth)
+    if api and authenticator.required and settings.workspace_scope == "shared":
+        log.warning(
+            "workspace.shared",
+            detail="AGENTKEEP_WORKSPACE_SCOPE=shared with API keys: every user's agents read and write the "
+            "same files; use session or user to keep tenants apart",
+        )
     limiter = rate_limiter(settings)  # the middleware's, so the app's: it is made before the app starts
 
     @asynccontextmanager

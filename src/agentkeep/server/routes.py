@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio.to_thread
+import structlog
 from fastapi import APIRouter, Depends, Request, Response, Security
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -30,9 +32,13 @@ from agentkeep.runtime import PreparedRun, RunEvent, RunRequest, check_session_i
 from agentkeep.server.auth import authenticate, bearer_scheme
 from agentkeep.server.state import AppState, app_state
 from agentkeep.stores.base import RunRecord
+from agentkeep.tools import ToolFailure
+from agentkeep.tools.files import remove_session_files
 from agentkeep.transcript import load_chunks, simple_messages
 
 __all__ = ["State", "User", "current_user", "probes", "router", "visible_run"]
+
+log = structlog.get_logger("agentkeep.server")
 
 router = APIRouter()
 probes = APIRouter()  # /health and /ready: served by `agentkeep worker` too
@@ -158,11 +164,17 @@ async def get_session(session_id: str, state: State, user: User) -> Any:
     }
 
 
-@router.delete("/v1/sessions/{session_id}", status_code=204, responses=ERROR_RESPONSES, summary="Delete a session")
+@router.delete(
+    "/v1/sessions/{session_id}", status_code=204, responses=ERROR_RESPONSES, summary="Delete a session and its files"
+)
 async def delete_session(session_id: str, state: State, user: User) -> Response:
     check_session_id(session_id)
     if not await state.rt.store.delete_session(user, session_id):
         raise NotFound(f"no session {session_id!r}")
+    try:  # its files go with it; what a failing storage keeps, the retention sweep removes later
+        await anyio.to_thread.run_sync(remove_session_files, user, session_id, state.rt.settings)
+    except ToolFailure as exc:
+        log.warning("session.files_not_removed", session_id=session_id, reason=exc.message)
     return Response(status_code=204)
 
 

@@ -168,6 +168,15 @@ class SQLStore(Database):
             await conn.execute(s.delete().where(s.c.user_id == user_id, s.c.session_id == session_id))
             return True
 
+    async def active_sessions(self, since: float) -> list[tuple[str, str]]:
+        """`(user_id, session_id)` of every session updated at or after `since`, or held by a run
+        now: the sessions whose workspace folders the retention sweep keeps."""
+        s = schema.sessions
+        recent = sa.or_(s.c.updated_at >= since, s.c.busy_run_id.is_not(None))
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(s.c.user_id, s.c.session_id).where(recent))
+            return [(row.user_id, row.session_id) for row in rows]
+
     # --- runs ---
 
     async def create_run(self, run: RunRecord) -> None:

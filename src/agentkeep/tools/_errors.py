@@ -7,7 +7,8 @@ so one refused URL cannot end a run; bound a model that keeps probing with the r
 (AGENTKEEP_MAX_MODEL_REQUESTS). Called directly from Python they are ordinary exceptions to catch.
 
     ToolFailed              (pydantic_ai)
-    └── ToolFailure         the tool could not do it: file missing, host down, bubblewrap absent
+    └── ToolFailure         the tool could not do it: host down, bubblewrap absent, storage failing
+        ├── FileMissing     the workspace has no such file (the files routes answer 404)
         └── ToolRefused     the request broke a safety rule and nothing was done
 """
 
@@ -22,3 +23,7 @@ class ToolFailure(ToolFailed):
 
 class ToolRefused(ToolFailure):
     """The request broke a safety rule (SSRF, workspace jail, sandbox) and was not carried out."""
+
+
+class FileMissing(ToolFailure):
+    """The workspace has no file (or folder) at the path asked for."""

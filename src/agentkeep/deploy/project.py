@@ -81,7 +81,7 @@ class Project:
             "name": self.name,
             "agent": self.agent,
             "version": __version__,
-            "requirement": f"agentkeep[postgres,redis,durable]=={__version__}",
+            "requirement": f"agentkeep[postgres,redis,durable,s3]=={__version__}",
             "drain_s": str(drain),
             "grace_s": str(drain + GRACE_MARGIN_S),
             "install_dir": install_dir,

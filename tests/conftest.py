@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.s3 import moto_server
 from tests.support.services import fresh_postgres_database
 
 
@@ -29,3 +30,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'agentkeep.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """One S3-compatible server (moto) on loopback for the whole run; each test makes its own bucket."""
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The workspace tests' tally of attempts to read another scope's files (the goal is 0 leaks)."""
+    from tests.support.workspace import CROSS_SCOPE
+
+    if CROSS_SCOPE.attempts:
+        terminalreporter.write_line(
+            f"cross-scope reads: {CROSS_SCOPE.attempts} attempts, {len(CROSS_SCOPE.leaks)} succeeded"
+        )

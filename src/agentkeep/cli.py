@@ -266,8 +266,11 @@ def _backup_or_restore(args: argparse.Namespace) -> int:
 
     from agentkeep.config import load_settings
     from agentkeep.stores.backup import backup_sqlite, postgres_commands, restore_sqlite, sqlite_path
+    from agentkeep.stores.workspace_backup import backup_workspace, restore_workspace
 
-    url = load_settings().database_url.get_secret_value()
+    settings = load_settings()
+    url = settings.database_url.get_secret_value()
+    workspace = settings.workspace_dir if settings.workspace_url is None else None
     path = Path(args.path)
     restoring = args.command == "restore"
     database = sqlite_path(url)
@@ -281,12 +284,21 @@ def _backup_or_restore(args: argparse.Namespace) -> int:
         report = restore_sqlite(database, path)
         kept = f"; the replaced database is kept as {report.kept}" if report.kept else ""
         print(f"restored {path} to {report.path}: {report.sessions} sessions, {report.runs} runs{kept}")
+        files = restore_workspace(workspace, path) if workspace is not None else None
+        if files is not None:
+            kept = f"; the replaced workspace is kept as {files.kept}" if files.kept else ""
+            print(f"restored the workspace {files.path}: {files.files} files{kept}")
     else:
         report = backup_sqlite(database, path)
         print(
             f"backed up {database} to {report.path}: {report.size_bytes} bytes, "
             f"{report.sessions} sessions, {report.runs} runs, integrity ok"
         )
+        files = backup_workspace(workspace, report.path) if workspace is not None else None
+        if files is not None:
+            print(f"backed up the workspace {workspace} to {files.path}: {files.files} files")
+        elif settings.workspace_url is not None:
+            print("the workspace is in object storage, which is its own backup (versioning or replication)")
     return 0
 
 

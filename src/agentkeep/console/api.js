@@ -84,6 +84,13 @@ export async function api(path, options) {
   return data;
 }
 
+/** GET a file as a Blob, with the tab's key; rejects with an ApiError (the error envelope) otherwise. */
+export async function download(path, params) {
+  const response = await send(path, { params, accept: "application/octet-stream" });
+  if (!response.ok) throw failure(response, await readJson(response));
+  return response.blob();
+}
+
 /** /health answers 503 with the same body when degraded: both are an answer worth showing. */
 export async function health() {
   const response = await send("/health");

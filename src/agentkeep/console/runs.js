@@ -5,6 +5,7 @@
 import { api } from "./api.js";
 import { CONTINUE_KEY } from "./playground.js";
 import { ACTIVE, badge, h, ms, poll, runLink, tokens, usd, when } from "./dom.js";
+import { sessionFiles } from "./files.js";
 
 const STATUSES = ["queued", "running", "waiting_approval", "succeeded", "failed", "cancelled", "interrupted"];
 const FILTERS = ["status", "agent", "user_id", "session_id"];
@@ -147,9 +148,11 @@ export function runPage(container, match, ctx) {
   const details = h("div", { class: "run-details" });
   const timelineBox = h("div");
   const messagesBox = h("div");
+  const filesBox = h("div", { class: "files" });
   container.append(h("section", { class: "run" }, h("a", { href: "#/runs", class: "back" }, "← Runs"), head, details,
-    h("h2", null, "Timeline"), timelineBox, h("h2", null, "Messages"), messagesBox));
+    h("h2", null, "Timeline"), timelineBox, h("h2", null, "Messages"), messagesBox, filesBox));
   let stop = null;
+  let files = null; // the session's files, loaded once the run's owner is known, again when it finishes
   const render = (run, steps) => {
     const cancel = h("button", { type: "button", class: "danger", id: "cancel-run", hidden: !ACTIVE.has(run.status) || run.background === false }, "Cancel run");
     cancel.addEventListener("click", async () => {
@@ -172,6 +175,13 @@ export function runPage(container, match, ctx) {
       timelineBox.replaceChildren(timeline(steps.steps || []));
       messagesBox.replaceChildren(messages(steps.messages || []));
     }
+    if (!files) {
+      files = sessionFiles(run.session_id, run.foreign ? run.owner : null, ctx.report);
+      filesBox.replaceChildren(files.element);
+    } else if (!ACTIVE.has(run.status) && files.active) {
+      files.load();
+    }
+    files.active = ACTIVE.has(run.status);
     return ACTIVE.has(run.status);
   };
   // An admin may open another user's run: shown and cancellable, but its session is that user's,
@@ -180,7 +190,7 @@ export function runPage(container, match, ctx) {
   const load = async () => {
     const [run, caller] = await Promise.all([api(path), me]);
     const owner = summaries.get(runId)?.user_id;
-    return { ...run, foreign: Boolean(owner && caller && owner !== caller) };
+    return { ...run, owner, foreign: Boolean(owner && caller && owner !== caller) };
   };
   stop = poll(async () => {
     const [run, steps] = await Promise.all([load(), api(`${path}/steps`)]);

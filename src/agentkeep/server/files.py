@@ -34,6 +34,7 @@ from agentkeep.errors import AgentkeepError, InvalidRequest, NotFound, Unauthori
 from agentkeep.runtime import check_session_id
 from agentkeep.server.routes import State, User
 from agentkeep.server.usage import caller_is_admin
+from agentkeep.stores.base import RunQuery
 from agentkeep.tools import FileMissing, ToolFailure, ToolRefused
 from agentkeep.tools.files import workspace_of
 from agentkeep.tools.workspace import BaseWorkspace
@@ -114,7 +115,10 @@ async def _session_workspace(
     if user_id is not None and user_id != caller and not is_admin:
         raise Unauthorized("user_id needs an admin key; without it you see your own sessions")
     owner = user_id or caller
-    if await state.rt.store.get_session(owner, session_id) is None:
+    store = state.rt.store
+    # A task's session has runs but no history row; a session whose runs were pruned, the other way round.
+    has_runs = bool(await store.list_runs(RunQuery(user_id=owner, session_id=session_id, limit=1)))
+    if not has_runs and await store.get_session(owner, session_id) is None:
         raise NotFound(f"no session {session_id!r}")
     return workspace_of(owner, session_id, state.rt.settings)
 

@@ -118,7 +118,7 @@ def test_background_runs_and_tasks_act_in_their_sessions_folder(tmp_path: Path, 
 
 def test_two_processes_sharing_one_bucket_see_one_workspace(tmp_path: Path, s3_endpoint: str) -> None:
     """Two servers on one database and one bucket (a fleet): a file written through the first is
-    read through the second in the same session, and bob reaches it through neither."""
+    read (and downloaded) through the second in the same session, and bob reaches it through neither."""
     storage = s3_env(s3_endpoint, fresh_bucket(s3_endpoint))
     with served(tmp_path, "session", storage) as s:
         s.call(s.alice, "s1", "write_file", {"path": "report.md", "content": SECRET})
@@ -126,6 +126,7 @@ def test_two_processes_sharing_one_bucket_see_one_workspace(tmp_path: Path, s3_e
             first, s.server = s.server, second
             try:
                 assert s.call(s.alice, "s1", "read_file", {"path": "report.md"}) == SECRET
+                assert s.get("/v1/sessions/s1/files/report.md", s.alice).text == SECRET
                 answer = s.call(s.bob, "s1", "read_file", {"path": "report.md"})
                 CROSS_SCOPE.attempt(answer, SECRET, "read_file from bob on the second process")
             finally:

@@ -3,7 +3,6 @@ left by a deleted session, are removed; active sessions', busy ones' and foreign
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -96,23 +95,19 @@ def test_the_worker_removes_an_idle_sessions_folder_after_the_retention(tmp_path
     """End to end, a retention of 3 s: a background run's file is in its session's folder, and the
     worker's upkeep removes the folder once the session has been idle past the retention."""
     url = f"sqlite:///{tmp_path / 'agentkeep.db'}"
-    workspace = open_workspace_dir()
-    try:
-        with MockLLM() as mock:
-            mock.enqueue(Reply.tool_call("write_file", {"path": "brief.md", "content": "soon gone"}), Reply.text("ok"))
-            env = {
-                "OPENAI_BASE_URL": mock.base_url,
-                "OPENAI_API_KEY": "test-key-not-secret",
-                "AGENTKEEP_DATABASE_URL": url,
-                "AGENTKEEP_WORKSPACE_DIR": str(workspace),
-                "AGENTKEEP_RUN_RETENTION_DAYS": str(3 / DAY),
-                "AGENTKEEP_RECOVERY_S": "1.2",  # an upkeep pass every 0.2 s
-            }
-            with ServerProcess(WORKSPACE_AGENT, tmp_path, env=env) as server:
-                run_id = submit(server, "write it", session_id="brief")
-                assert wait_finished(server, run_id)["status"] == "succeeded"
-                folder = workspace / scope_folder("session", "anonymous", "brief")
-                assert (folder / "brief.md").read_text() == "soon gone"
-                wait_for(lambda: not folder.exists(), 30, "the idle session's folder to be swept")
-    finally:
-        shutil.rmtree(workspace, ignore_errors=True)
+    with open_workspace_dir() as workspace, MockLLM() as mock:
+        mock.enqueue(Reply.tool_call("write_file", {"path": "brief.md", "content": "soon gone"}), Reply.text("ok"))
+        env = {
+            "OPENAI_BASE_URL": mock.base_url,
+            "OPENAI_API_KEY": "test-key-not-secret",
+            "AGENTKEEP_DATABASE_URL": url,
+            "AGENTKEEP_WORKSPACE_DIR": str(workspace),
+            "AGENTKEEP_RUN_RETENTION_DAYS": str(3 / DAY),
+            "AGENTKEEP_RECOVERY_S": "1.2",  # an upkeep pass every 0.2 s
+        }
+        with ServerProcess(WORKSPACE_AGENT, tmp_path, env=env) as server:
+            run_id = submit(server, "write it", session_id="brief")
+            assert wait_finished(server, run_id)["status"] == "succeeded"
+            folder = workspace / scope_folder("session", "anonymous", "brief")
+            assert (folder / "brief.md").read_text() == "soon gone"
+            wait_for(lambda: not folder.exists(), 30, "the idle session's folder to be swept")

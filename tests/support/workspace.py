@@ -45,12 +45,16 @@ class CrossScopeTally:
 CROSS_SCOPE = CrossScopeTally()
 
 
-def open_workspace_dir() -> Path:
-    """A workspace directory the sandbox's user can pass through: under root, bwrap (run as `nobody`)
-    resolves the bound folder by its path, and pytest's own tmp folders are private (0700)."""
+@contextmanager
+def open_workspace_dir() -> Iterator[Path]:
+    """A workspace directory the sandbox's user can pass through, removed afterwards: under root,
+    bwrap (run as `nobody`) resolves the bound folder by its path, and pytest's tmp folders are 0700."""
     path = Path(tempfile.mkdtemp(prefix="agentkeep-ws-"))
     path.chmod(0o755)
-    return path
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
@@ -108,8 +112,7 @@ def served(tmp: Path, scope: str, extra_env: dict[str, str] | None = None) -> It
     """`agentkeep serve` of the workspace agent with AGENTKEEP_AUTH=required and AGENTKEEP_WORKSPACE_SCOPE=`scope`."""
     url = f"sqlite:///{tmp / 'agentkeep.db'}"
     alice, bob, admin = make_key(url, "alice"), make_key(url, "bob"), make_key(url, "ops", admin=True)
-    workspace = open_workspace_dir()
-    with MockLLM() as mock:
+    with open_workspace_dir() as workspace, MockLLM() as mock:
         env = {
             "OPENAI_BASE_URL": mock.base_url,
             "OPENAI_API_KEY": "test-key-not-secret",
@@ -120,8 +123,5 @@ def served(tmp: Path, scope: str, extra_env: dict[str, str] | None = None) -> It
             "AGENTKEEP_WORKSPACE_SCOPE": scope,
             **(extra_env or {}),
         }
-        try:
-            with ServerProcess(WORKSPACE_AGENT, tmp, env=env) as server:
-                yield Served(server, mock, alice, bob, admin, workspace, env)
-        finally:
-            shutil.rmtree(workspace, ignore_errors=True)
+        with ServerProcess(WORKSPACE_AGENT, tmp, env=env) as server:
+            yield Served(server, mock, alice, bob, admin, workspace, env)

@@ -17,7 +17,7 @@ from agentkeep.tools._keys import object_key
 
 pytest.importorskip("obstore")
 
-from agentkeep.tools.objects import ObjectWorkspace  # noqa: E402 — after the skip: obstore is the s3 extra's
+from agentkeep.tools.objects import ObjectWorkspace
 
 FAKE_KEY_ID = "AKIAFAKEKEYID7EXAMPLE"
 FAKE_SECRET = "wJalrXUtnFEMI-fake-secret-never-shown"
@@ -47,7 +47,8 @@ FIXED = {
     ],
 )
 def test_an_ordinary_path_becomes_a_key_under_the_prefix(path: str, key: str) -> None:
-    """Empty and `.` segments go, the bytes stay as given (no Unicode normalisation), and `/workspace/` is the folder."""
+    """Empty and `.` segments go, the bytes stay as given (no Unicode normalisation), and
+    `/workspace/` is the folder itself."""
     assert object_key("p/s", path) == key
 
 

@@ -103,8 +103,8 @@ def test_background_runs_and_tasks_act_in_their_sessions_folder(tmp_path: Path, 
     task's agent call (`ask`) writes into the task's own session, listed by its files route for
     its owner and 404 for bob."""
     with served(tmp_path, "session", storage) as s:
-        wrote = s.call(s.alice, "bg", "write_file", {"path": "later.md", "content": "from the background"}, background=True)
-        assert "wrote" in wrote
+        args = {"path": "later.md", "content": "from the background"}
+        assert "wrote" in s.call(s.alice, "bg", "write_file", args, background=True)
         assert s.call(s.alice, "bg", "read_file", {"path": "later.md"}) == "from the background"
         s.mock.enqueue(Reply.tool_call("write_file", {"path": "task.md", "content": "from a task"}), Reply.text("ok"))
         accepted = s.server.client.post("/v1/tasks/note", json={"input": {"text": "x"}}, headers=s.headers(s.alice))

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from agentkeep import __version__
 from agentkeep.testing.mock_llm import Reply
+from agentkeep.tools.scope import scope_folder
 from tests.console.browser import ConsolePage, require_browser
 from tests.console.conftest import REPLY_COST, Console, priced
 
@@ -260,4 +262,35 @@ def test_a_refused_key_keeps_the_form_up_with_the_servers_reason(console: Consol
     # The browser itself logs the refused request; that one line is the only error allowed here.
     assert all("401" in error for error in page.errors), page.errors
     page.errors.clear()
+    page.assert_clean()
+
+
+def test_the_run_page_lists_the_sessions_files_and_downloads_one(console: Console, open_page: OpenPage) -> None:
+    """The files in a run's session are listed on its page; a click downloads the file as written,
+    fetched with the tab's key (a plain link could not send it); an HTML file arrives as a file,
+    never rendered in the console's origin."""
+    result = console.run(console.alice, message="write me a report", session_id="filed")
+    assert result.status_code == 200, result.text
+    folder = console.server.workdir / "data" / "workspace" / scope_folder("session", "alice", "filed")
+    (folder / "reports").mkdir(parents=True)
+    (folder / "reports" / "q3 summary.md").write_text("# Q3\nup and to the right\n")
+    (folder / "page.html").write_text("<script>document.title = 'ran'</script>")
+
+    page = open_page()
+    page.login(console.alice)
+    page.go(f"#/runs/{result.json()['run_id']}")
+    rows = page.page.locator("#session-files .file-row")
+    rows.nth(1).wait_for()
+    names = [rows.nth(i).locator("a").inner_text() for i in range(rows.count())]
+    assert names == ["page.html", "reports/q3 summary.md"]
+    assert "25 B" in rows.nth(1).inner_text()
+    page.shot("run-files")
+    with page.page.expect_download() as report:
+        page.page.click("#session-files a[data-path='reports/q3 summary.md']")
+    assert report.value.suggested_filename == "q3 summary.md"
+    assert Path(report.value.path()).read_text() == "# Q3\nup and to the right\n"
+    with page.page.expect_download() as html:
+        page.page.click("#session-files a[data-path='page.html']")
+    assert Path(html.value.path()).read_text() == "<script>document.title = 'ran'</script>"
+    assert page.page.title() != "ran"
     page.assert_clean()

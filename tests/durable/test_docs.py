@@ -13,7 +13,15 @@ ROOT = Path(__file__).resolve().parents[2]
 DURABLE_SOURCES = ROOT / "src" / "agentkeep" / "durable"
 
 # Settings of every run, documented with the rest; schedules are `[[schedules]]` in agentkeep.toml.
-SHARED = {"database_url", "model", "max_concurrent_runs", "max_model_requests", "run_timeout_s", "schedules"}
+SHARED = {
+    "database_url",
+    "model",
+    "max_concurrent_runs",
+    "max_model_requests",
+    "run_timeout_s",
+    "schedules",
+    "workspace_scope",  # the retention sweep of the workspace (docs/tools.md)
+}
 # The durable engine's own, and how each table names the default of a setting that is None.
 DURABLE_DEFAULTS = {
     "worker_concurrency": "AGENTKEEP_MAX_CONCURRENT_RUNS",

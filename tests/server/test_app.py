@@ -69,3 +69,20 @@ async def test_an_app_on_services_built_by_its_caller_leaves_them_open_for_it(tm
     lock = DatabaseLock(tmp_path / "agentkeep.db")
     assert lock.acquire(exclusive=True)
     lock.release()
+
+
+def test_a_shared_workspace_behind_api_keys_is_warned_about_once_at_start(tmp_path: Path) -> None:
+    """AGENTKEEP_WORKSPACE_SCOPE=shared with keys required logs `workspace.shared`; the default
+    scope, or shared without keys, logs nothing about it."""
+    import structlog
+
+    def warnings(**overrides: Any) -> list[dict[str, Any]]:
+        settings = _settings(tmp_path).model_copy(update=overrides)
+        with structlog.testing.capture_logs() as logs:
+            create_app(settings, _agents(), auth=overrides.get("auth") == "required")
+        return [entry for entry in logs if entry["event"] == "workspace.shared"]
+
+    shared = warnings(workspace_scope="shared", auth="required")
+    assert len(shared) == 1 and shared[0]["log_level"] == "warning"
+    assert warnings(workspace_scope="session", auth="required") == []
+    assert warnings(workspace_scope="shared", auth="off") == []

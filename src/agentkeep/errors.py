@@ -22,7 +22,10 @@ Every error a user can see derives from `AgentkeepError` and carries its `type` 
     │   └── CircuitOpen                503 circuit_open
     ├── RunFailed                      `type` is the run's failure reason; 402/503 per the
     │                                  contract's table for budget and circuit types, else 500
-    └── ConfigError                    a startup problem the CLI prints as one line (exit 2)
+    ├── ConfigError                    a mistake in the configuration or the TARGET, found at
+    │                                  startup: the CLI prints one line, exit 2
+    └── StartupFailed                  the environment refused a start (database unreachable,
+                                       port in use): the CLI prints one line, exit 1
 
 A run that fails after it started records one of `RUN_FAILURE_TYPES` as its error type.
 """
@@ -50,6 +53,7 @@ __all__ = [
     "RateLimited",
     "RunFailed",
     "SessionBusy",
+    "StartupFailed",
     "Unauthorized",
     "Unavailable",
     "ValidationFailed",
@@ -201,6 +205,11 @@ class ConfigError(AgentkeepError):
 
     type = "invalid_request"
     status = 400
+
+
+class StartupFailed(AgentkeepError):
+    """What the process needs is not there (the database does not answer, the port is taken); its
+    message says which setting or flag to change."""
 
 
 # The errors a bare HTTP status stands for when it is raised outside the tree (the framework's 404 and

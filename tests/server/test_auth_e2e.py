@@ -44,7 +44,13 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
     alice, bob = create_key(url, tmp, "alice"), create_key(url, tmp, "bob")
     admin = create_key(url, tmp, "ops", admin=True)
     with MockLLM() as mock:
-        env = server_env(mock, url, AGENTKEEP_AUTH="required", AGENTKEEP_RATE_LIMIT="10000/minute")
+        env = server_env(
+            mock,
+            url,
+            AGENTKEEP_AUTH="required",
+            AGENTKEEP_RATE_LIMIT="10000/minute",
+            AGENTKEEP_READ_RATE_LIMIT="10000/minute",
+        )
         with ServerProcess(MOCK_AGENT, tmp, env=env) as server:
             yield Keyed(server, url, tmp, alice, bob, admin)
 
@@ -197,7 +203,7 @@ def test_the_rate_limit_counts_each_key_on_its_own(tmp_path: Path, mock_llm: Moc
     """With 3/minute, Alice's fourth request is 429 while Bob, and then a bad key, are counted apart."""
     url = f"sqlite:///{tmp_path / 'agentkeep.db'}"
     alice, bob = create_key(url, tmp_path, "alice"), create_key(url, tmp_path, "bob")
-    env = server_env(mock_llm, url, AGENTKEEP_AUTH="required", AGENTKEEP_RATE_LIMIT="3/minute")
+    env = server_env(mock_llm, url, AGENTKEEP_AUTH="required", AGENTKEEP_READ_RATE_LIMIT="3/minute")
     with ServerProcess(MOCK_AGENT, tmp_path, env=env) as server:
 
         def usage(key: str) -> int:

@@ -56,6 +56,7 @@ PUBLIC_NAMES: dict[str, list[str]] = {
         "Unavailable",
         "ValidationFailed",
         "envelope",
+        "render",
         "send_envelope",
         "type_for_status",
     ],

@@ -213,6 +213,7 @@ def _keys(args: argparse.Namespace) -> int:
 
     from agentkeep.config import load_settings
     from agentkeep.errors import NotFound
+    from agentkeep.stores.database import describe_database, sqlite_file
     from agentkeep.stores.keys import KeyRecord, open_key_store
 
     def when(ts: float | None) -> str:
@@ -228,13 +229,27 @@ def _keys(args: argparse.Namespace) -> int:
             "revoked": when(key.revoked_at),
         }
 
+    url = load_settings().database_url.get_secret_value()
+    file = sqlite_file(url)
+    new_file = file is not None and not file.exists()  # before opening, which would create it
+
     async def act() -> int:
-        async with open_key_store(load_settings().database_url.get_secret_value()) as keys:
+        async with open_key_store(url) as keys:
             if args.keys_command == "create":
                 new = await keys.create(args.user, admin=args.admin)
                 print(new.token)
                 role = " (admin)" if args.admin else ""
-                print(f"created key {new.record.key_id} for {args.user}{role}; it is not shown again", file=sys.stderr)
+                where = describe_database(url)
+                print(
+                    f"created key {new.record.key_id} for {args.user}{role} in {where}; it is not shown again",
+                    file=sys.stderr,
+                )
+                if new_file:
+                    print(
+                        f"warning: {file} did not exist and was created now; a server on another database "
+                        "refuses this key (run this where the server runs, or set AGENTKEEP_DATABASE_URL to its)",
+                        file=sys.stderr,
+                    )
             elif args.keys_command == "revoke":
                 if (revoked := await keys.revoke(args.key_id)) is None:
                     raise NotFound(f"no key {args.key_id!r}; `agentkeep keys list` shows the ids")

@@ -58,6 +58,7 @@ __all__ = [
     "Unavailable",
     "ValidationFailed",
     "envelope",
+    "render",
     "send_envelope",
     "type_for_status",
 ]
@@ -238,6 +239,12 @@ def type_for_status(status: int) -> str:
     return AgentkeepError.type if status >= 500 else InvalidRequest.type
 
 
+def render(body: dict[str, Any]) -> bytes:
+    """A JSON body as the framework's `JSONResponse` writes it (compact, UTF-8), so an error from a
+    middleware reads byte for byte like one from a route."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
 def envelope(error_type: str, message: str) -> dict[str, Any]:
     """The contract's error body, for errors raised outside the tree (framework, middleware)."""
     return {"error": {"type": error_type, "message": message}}
@@ -250,7 +257,7 @@ async def send_envelope(
 ) -> None:
     """Answer `error` straight from an ASGI middleware, before the app has started a response;
     its own headers (`Retry-After`) go before `headers`."""
-    body = json.dumps(error.envelope()).encode()
+    body = render(error.envelope())
     own = [(name.lower().encode(), value.encode()) for name, value in error.headers().items()]
     start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *own, *headers]
     await send({"type": "http.response.start", "status": error.http_status, "headers": start})

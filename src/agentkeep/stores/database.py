@@ -45,7 +45,9 @@ def async_url(url: str) -> sa.URL:
         return parsed.set(drivername="sqlite+aiosqlite")
     if backend in {"postgresql", "postgres"}:
         return parsed.set(drivername="postgresql+asyncpg")
-    raise ConfigError(f"unsupported database {backend!r} in AGENTKEEP_DATABASE_URL: use sqlite:///PATH or postgresql://…")
+    raise ConfigError(
+        f"unsupported database {backend!r} in AGENTKEEP_DATABASE_URL: use sqlite:///PATH or postgresql://…"
+    )
 
 
 def describe_database(url: str | sa.URL) -> str:

@@ -123,25 +123,28 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from agentkeep.server.launch import ServeOptions, bind, check, prepare_server, supervise
     from agentkeep.startup import gc_paused
 
-    options = ServeOptions(
-        target=args.target,
-        host=args.host,
-        port=args.port,
-        api=args.command == "serve",  # a `worker` serves only /health, /live, /ready, /metrics and /v1/stats
-        worker=not args.no_worker,
-        ssl_certfile=args.ssl_certfile,
-        ssl_keyfile=args.ssl_keyfile,
-        reload=args.reload,
-    )
     with gc_paused():  # the imports and the app: a quarter of the time to /ready otherwise
+        from agentkeep.server.launch import ServeOptions, bind, check, prepare_server
+
+        options = ServeOptions(
+            target=args.target,
+            host=args.host,
+            port=args.port,
+            api=args.command == "serve",  # a `worker` serves only /health, /live, /ready, /metrics and /v1/stats
+            worker=not args.no_worker,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+            reload=args.reload,
+        )
         checked = check(options)  # every configuration mistake, before the port is taken
         sock = bind(options.host, options.port)
-        if options.reload:
-            return supervise(checked, sock, _serve_reloaded)
-        server = prepare_server(checked)
+        server = None if options.reload else prepare_server(checked)
+    if server is None:  # --reload: this process only watches, a child serves
+        from agentkeep.server.launch import supervise
+
+        return supervise(checked, sock, _serve_reloaded)
     return _run(server, sock)
 
 
@@ -155,11 +158,12 @@ def _run(server: GracefulServer, sock: socket.socket) -> int:
 def _serve_reloaded(options: ServeOptions, sockets: list[socket.socket]) -> None:
     """A `serve --reload` child: check and serve like `serve`; a mistake in the edited code is one
     line, and the supervisor starts a new child at the next change."""
-    from agentkeep.server.launch import check, prepare_server
     from agentkeep.startup import gc_paused
 
     try:
         with gc_paused():
+            from agentkeep.server.launch import check, prepare_server
+
             server = prepare_server(check(options))
         code = _run(server, sockets[0])
     except Exception as exc:

@@ -86,6 +86,7 @@ def main() -> None:
             "AGENTKEEP_DATABASE_URL": f"sqlite:///{workdir}/bench.db",
             "AGENTKEEP_LOG_LEVEL": "warning",
             "AGENTKEEP_RATE_LIMIT": "1000000000/minute",
+            "AGENTKEEP_READ_RATE_LIMIT": "1000000000/minute",
             "AGENTKEEP_MAX_CONCURRENT_RUNS": "1000",
             "AGENTKEEP_BREAKER_FAILURES": "1",
             "AGENTKEEP_BREAKER_RESET_S": "3600",

@@ -203,6 +203,7 @@ def main() -> None:
             "AGENTKEEP_AUTH": "required",
             "AGENTKEEP_LOG_LEVEL": "warning",
             "AGENTKEEP_RATE_LIMIT": "1000000/minute",
+            "AGENTKEEP_READ_RATE_LIMIT": "1000000/minute",
             "AWS_LAMBDA_FUNCTION_NAME": "bench",
         }
         event = json.dumps(function_url_event(key))

@@ -100,6 +100,7 @@ def main() -> int:
             "OPENAI_API_KEY": "bench",
             "AGENTKEEP_DATABASE_URL": f"sqlite:///{workdir}/bench.db",
             "AGENTKEEP_RATE_LIMIT": "1000000/minute",
+            "AGENTKEEP_READ_RATE_LIMIT": "1000000/minute",
         }
         url = f"http://127.0.0.1:{args.port}"
         server = start_server(env, workdir, args.port)

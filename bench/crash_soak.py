@@ -129,6 +129,7 @@ def main() -> None:
             "OPENAI_API_KEY": "soak",
             "AGENTKEEP_DATABASE_URL": f"sqlite:///{workdir}/soak.db",
             "AGENTKEEP_RATE_LIMIT": "100000000/minute",
+            "AGENTKEEP_READ_RATE_LIMIT": "100000000/minute",
             "SIDE_EFFECT_FILE": str(workdir / "side.txt"),
             "TOOL_SLEEP_S": "0.05",
         }

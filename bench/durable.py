@@ -217,6 +217,7 @@ def main() -> None:
                 "AGENTKEEP_DATABASE_URL": f"sqlite:///{workdir}/bench.db",
                 "AGENTKEEP_LOG_LEVEL": "warning",
                 "AGENTKEEP_RATE_LIMIT": "100000000/minute",
+                "AGENTKEEP_READ_RATE_LIMIT": "100000000/minute",
                 "AGENTKEEP_USER_CONCURRENCY": str(args.concurrency),
             }
             proc = start_server(env, workdir, args.port)

@@ -83,6 +83,7 @@ def main() -> None:
             "AGENTKEEP_DATABASE_URL": args.database_url or f"sqlite:///{workdir}/bench.db",
             "AGENTKEEP_LOG_LEVEL": "info",
             "AGENTKEEP_RATE_LIMIT": "1000000/minute",  # measure the server, not the limiter
+            "AGENTKEEP_READ_RATE_LIMIT": "1000000/minute",
             "AGENTKEEP_MAX_CONCURRENT_RUNS": str(max(100, args.concurrency * 2)),
         }
         url = f"http://127.0.0.1:{args.port}"

@@ -184,6 +184,7 @@ def main() -> None:
             "AGENTKEEP_DATABASE_URL": f"sqlite:///{workdir}/bench.db",
             "AGENTKEEP_LOG_LEVEL": "warning",
             "AGENTKEEP_RATE_LIMIT": "1000000/minute",
+            "AGENTKEEP_READ_RATE_LIMIT": "1000000/minute",
         }
         proc, ready_s = start_server(env, workdir, args.port)
         try:

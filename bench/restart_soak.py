@@ -127,6 +127,7 @@ def main() -> None:
             "AGENTKEEP_DATABASE_URL": f"sqlite:///{workdir}/soak.db",
             "AGENTKEEP_LOG_LEVEL": "warning",
             "AGENTKEEP_RATE_LIMIT": "1000000/minute",
+            "AGENTKEEP_READ_RATE_LIMIT": "1000000/minute",
             "AGENTKEEP_DRAIN_TIMEOUT_S": str(DRAIN_TIMEOUT_S),
         }
         totals = Cycle()

@@ -103,6 +103,7 @@ def main() -> None:
                         "AGENTKEEP_LOG_LEVEL": "info",
                         "AGENTKEEP_TELEMETRY": mode,
                         "AGENTKEEP_RATE_LIMIT": "1000000/minute",  # measure the server, not the limiter
+                        "AGENTKEEP_READ_RATE_LIMIT": "1000000/minute",
                     }
                     proc, _ = start_server(env, workdir, args.port)
                     try:

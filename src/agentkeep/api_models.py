@@ -14,6 +14,7 @@ __all__ = [
     "ErrorBody",
     "ErrorOut",
     "HealthOut",
+    "LiveOut",
     "MessageOut",
     "ReadyOut",
     "RunAcceptedOut",
@@ -131,6 +132,10 @@ class HealthOut(BaseModel):
     active_runs: int
     version: str
     checks: dict[str, Any]
+
+
+class LiveOut(BaseModel):
+    live: bool
 
 
 class ReadyOut(BaseModel):

@@ -7,7 +7,7 @@ A user mistake prints one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -20,10 +20,10 @@ from agentkeep.errors import AgentkeepError, ConfigError
 
 if TYPE_CHECKING:
     from agentkeep.resilience.shutdown import GracefulServer
+    from agentkeep.server.launch import ServeOptions
 
 USAGE_ERROR = 2
 FAILURE = 1
-_CLOSE_GRACE_S = 5
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,10 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", action="store_true", help="do not execute background runs here")
     serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
+    serve.add_argument(
+        "--reload", action="store_true", help="development: restart when a .py file in TARGET's directory changes"
+    )
 
     worker = commands.add_parser("worker", help="execute background runs; serve /health, /ready, /metrics")
     _target_and_address(worker, port=8001)
-    worker.set_defaults(no_worker=False, ssl_certfile=None, ssl_keyfile=None)
+    worker.set_defaults(no_worker=False, ssl_certfile=None, ssl_keyfile=None, reload=False)
 
     init = commands.add_parser("init", help="write deployment files (Docker, Compose, systemd, Kubernetes, Lambda)")
     init.add_argument("directory", nargs="?", default=".", metavar="DIR", help="the agent project (default .)")
@@ -87,15 +90,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         code = _dispatch(args)
-    except ConfigError as exc:
-        _fail(USAGE_ERROR, exc.message)
-    except ValidationError as exc:
-        _fail(USAGE_ERROR, f"invalid configuration: {_first_error(exc)}")
-    except AgentkeepError as exc:
-        _fail(FAILURE, exc.message)
+    except (AgentkeepError, ValidationError) as exc:
+        _fail(*_error_line(exc))
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)
+
+
+def _error_line(exc: Exception) -> tuple[int, str]:
+    """The exit status and the one line for a mistake (2) or a failure (1); anything else is a bug and re-raised."""
+    if isinstance(exc, ConfigError):
+        return USAGE_ERROR, exc.message
+    if isinstance(exc, ValidationError):
+        return USAGE_ERROR, _first_error(exc)
+    if isinstance(exc, AgentkeepError):
+        return FAILURE, exc.message
+    raise exc
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -116,60 +126,50 @@ def _serve(args: argparse.Namespace) -> int:
     from agentkeep.startup import gc_paused
 
     with gc_paused():  # the imports and the app: a quarter of the time to /ready otherwise
-        server = _server(args)
-    server.run()
+        from agentkeep.server.launch import ServeOptions, bind, check, prepare_server
+
+        options = ServeOptions(
+            target=args.target,
+            host=args.host,
+            port=args.port,
+            api=args.command == "serve",  # a `worker` serves only /health, /live, /ready, /metrics and /v1/stats
+            worker=not args.no_worker,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+            reload=args.reload,
+        )
+        checked = check(options)  # every configuration mistake, before the port is taken
+        sock = bind(options.host, options.port)
+        server = None if options.reload else prepare_server(checked)
+    if server is None:  # --reload: this process only watches, a child serves
+        from agentkeep.server.launch import supervise
+
+        return supervise(checked, sock, _serve_reloaded)
+    return _run(server, sock)
+
+
+def _run(server: GracefulServer, sock: socket.socket) -> int:
+    server.run(sockets=[sock])
+    if server.startup_error is not None:  # the services did not open: nothing listened, nothing claimed it did
+        raise server.startup_error
     return server.exit_code if server.started else FAILURE
 
 
-def _server(args: argparse.Namespace) -> GracefulServer:
-    from agentkeep.config import load_settings
-    from agentkeep.durable import identity
-    from agentkeep.loader import load_agents, target_source
-    from agentkeep.models import resolve_model
-    from agentkeep.observability import configure_logging
+def _serve_reloaded(options: ServeOptions, sockets: list[socket.socket]) -> None:
+    """A `serve --reload` child: check and serve like `serve`; a mistake in the edited code is one
+    line, and the supervisor starts a new child at the next change."""
+    from agentkeep.startup import gc_paused
 
-    settings = load_settings()
-    configure_logging(settings)
-    agents = load_agents(args.target)
-    for agent in agents.values():
-        resolve_model(settings.model, agent)  # a missing provider key fails here, before binding
-    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
-        raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
+    try:
+        with gc_paused():
+            from agentkeep.server.launch import check, prepare_server
 
-    import asyncio
-
-    import uvicorn
-
-    from agentkeep.resilience.shutdown import GracefulServer
-    from agentkeep.server import create_app
-    from agentkeep.server.auth import check_auth
-
-    for pem in (args.ssl_certfile, args.ssl_keyfile):
-        if pem and not os.path.isfile(pem):
-            raise ConfigError(f"no such file: {pem}")
-    api = args.command == "serve"  # a `worker` serves only /health, /ready, /metrics and /v1/stats
-    auth = asyncio.run(check_auth(settings, args.host)) if api else True  # refuses an unsafe bind before it happens
-    me = identity(settings, source=target_source(args.target), port=args.port)
-    app = create_app(
-        settings, agents, tls=bool(args.ssl_certfile), auth=auth, api=api, worker=not args.no_worker, me=me
-    )
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        date_header=True,
-        ssl_certfile=args.ssl_certfile,
-        ssl_keyfile=args.ssl_keyfile,
-        # The drain (GracefulServer) already waited for the runs; this only covers the last writes.
-        timeout_graceful_shutdown=_CLOSE_GRACE_S,
-    )
-    state = app.state.agentkeep
-    server = GracefulServer(config, state, drain_timeout_s=settings.drain_timeout_s)
-    state.on_fatal = server.fatal
-    return server
+            server = prepare_server(check(options))
+        code = _run(server, sockets[0])
+    except Exception as exc:
+        code, message = _error_line(exc)
+        print(f"agentkeep: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 def _runs_resume(args: argparse.Namespace) -> int:
@@ -217,6 +217,7 @@ def _keys(args: argparse.Namespace) -> int:
 
     from agentkeep.config import load_settings
     from agentkeep.errors import NotFound
+    from agentkeep.stores.database import describe_database, sqlite_file
     from agentkeep.stores.keys import KeyRecord, open_key_store
 
     def when(ts: float | None) -> str:
@@ -232,13 +233,27 @@ def _keys(args: argparse.Namespace) -> int:
             "revoked": when(key.revoked_at),
         }
 
+    url = load_settings().database_url.get_secret_value()
+    file = sqlite_file(url)
+    new_file = file is not None and not file.exists()  # before opening, which would create it
+
     async def act() -> int:
-        async with open_key_store(load_settings().database_url.get_secret_value()) as keys:
+        async with open_key_store(url) as keys:
             if args.keys_command == "create":
                 new = await keys.create(args.user, admin=args.admin)
                 print(new.token)
                 role = " (admin)" if args.admin else ""
-                print(f"created key {new.record.key_id} for {args.user}{role}; it is not shown again", file=sys.stderr)
+                where = describe_database(url)
+                print(
+                    f"created key {new.record.key_id} for {args.user}{role} in {where}; it is not shown again",
+                    file=sys.stderr,
+                )
+                if new_file:
+                    print(
+                        f"warning: {file} did not exist and was created now; a server on another database "
+                        "refuses this key (run this where the server runs, or set AGENTKEEP_DATABASE_URL to its)",
+                        file=sys.stderr,
+                    )
             elif args.keys_command == "revoke":
                 if (revoked := await keys.revoke(args.key_id)) is None:
                     raise NotFound(f"no key {args.key_id!r}; `agentkeep keys list` shows the ids")
@@ -303,9 +318,18 @@ def _backup_or_restore(args: argparse.Namespace) -> int:
 
 
 def _first_error(exc: ValidationError) -> str:
+    """`AGENTKEEP_RATE_LIMIT: 'x' is not a rate limit: …`: the setting as the user wrote it, and what is wrong."""
+    from agentkeep.config import setting_name
+
     error: Any = exc.errors()[0]
-    where = ".".join(str(p) for p in error.get("loc", ())) or "value"
-    return f"{where}: {error.get('msg')}"
+    loc = [str(p) for p in error.get("loc", ())]
+    where = setting_name(loc[0]) if loc else "configuration"
+    if loc[1:]:
+        where += " " + ".".join(loc[1:])
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if message[:2].istitle():  # pydantic's "Input should be …" reads as the middle of our line
+        message = message[0].lower() + message[1:]
+    return f"{where}: {message}"
 
 
 def _fail(code: int, message: str) -> NoReturn:

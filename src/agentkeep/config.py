@@ -18,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["Schedule", "Settings", "load_settings"]
+__all__ = ["Schedule", "Settings", "load_settings", "setting_name"]
 
 SECRETS_DIR = Path("/run/secrets")
 TOML_FILE = "agentkeep.toml"
@@ -76,11 +76,17 @@ class Settings(BaseSettings):
         validation_alias=_env_alias("LOG_LEVEL", "LOG_LEVEL"),
         description="debug, info, warning or error.",
     )
-    log_format: Literal["json", "console"] = Field("json", description="JSON lines or a console view.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="JSON lines, a console view, or auto: the console view on a terminal, JSON otherwise."
+    )
     auth: Literal["auto", "required", "off"] = Field(
         "auto", description="API keys: required, off, or auto (required unless bound to loopback)."
     )
-    rate_limit: str = Field("60/minute", description="Per API key, or per client address with auth off.")
+    rate_limit: str = Field(
+        "60/minute",
+        description="Runs per API key (per client address with auth off): POST routes that start or resume runs.",
+    )
+    read_rate_limit: str = Field("600/minute", description="Every other /v1 request, per API key or client address.")
     max_message_chars: int = Field(10_000, ge=1, description="Longest accepted message.")
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest accepted request body.")
     max_concurrent_runs: int = Field(100, ge=1, description="Per process; above it new runs get 503.")
@@ -162,6 +168,33 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown log level {value!r}")
         return level
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        # The URL itself is never repeated in the message: it may hold a password.
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("not a Redis URL: it starts with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("fetch_ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        for port in (p.strip() for p in value.split(",") if p.strip()):
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{port!r} is not a port: write a comma list like 80,443")
+        return value
+
+    @field_validator("rate_limit", "read_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse  # what the rate limiter reads it with; imported only to check it
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit: write it like 60/minute or 5/second") from None
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -196,3 +229,15 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings once; `overrides` are CLI flags, which win over everything else."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def setting_name(field: str) -> str:
+    """The name a user sets `field` by: `rate_limit` → AGENTKEEP_RATE_LIMIT; an alias as it is
+    (OTEL_EXPORTER_OTLP_ENDPOINT); `schedules` → agentkeep.toml's [[schedules]]."""
+    if field == "schedules":
+        return f"{TOML_FILE} [[schedules]]"
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return field if field.isupper() else f"AGENTKEEP_{field.upper()}"

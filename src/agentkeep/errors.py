@@ -22,7 +22,10 @@ Every error a user can see derives from `AgentkeepError` and carries its `type` 
     │   └── CircuitOpen                503 circuit_open
     ├── RunFailed                      `type` is the run's failure reason; 402/503 per the
     │                                  contract's table for budget and circuit types, else 500
-    └── ConfigError                    a startup problem the CLI prints as one line (exit 2)
+    ├── ConfigError                    a mistake in the configuration or the TARGET, found at
+    │                                  startup: the CLI prints one line, exit 2
+    └── StartupFailed                  the environment refused a start (database unreachable,
+                                       port in use): the CLI prints one line, exit 1
 
 A run that fails after it started records one of `RUN_FAILURE_TYPES` as its error type.
 """
@@ -50,10 +53,12 @@ __all__ = [
     "RateLimited",
     "RunFailed",
     "SessionBusy",
+    "StartupFailed",
     "Unauthorized",
     "Unavailable",
     "ValidationFailed",
     "envelope",
+    "render",
     "send_envelope",
     "type_for_status",
 ]
@@ -203,6 +208,11 @@ class ConfigError(AgentkeepError):
     status = 400
 
 
+class StartupFailed(AgentkeepError):
+    """What the process needs is not there (the database does not answer, the port is taken); its
+    message says which setting or flag to change."""
+
+
 # The errors a bare HTTP status stands for when it is raised outside the tree (the framework's 404 and
 # 405): each `type` is read off its class, so the tree above stays the one status→type table.
 _STATUS_ERRORS: dict[int, type[AgentkeepError]] = {
@@ -229,6 +239,12 @@ def type_for_status(status: int) -> str:
     return AgentkeepError.type if status >= 500 else InvalidRequest.type
 
 
+def render(body: dict[str, Any]) -> bytes:
+    """A JSON body as the framework's `JSONResponse` writes it (compact, UTF-8), so an error from a
+    middleware reads byte for byte like one from a route."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
 def envelope(error_type: str, message: str) -> dict[str, Any]:
     """The contract's error body, for errors raised outside the tree (framework, middleware)."""
     return {"error": {"type": error_type, "message": message}}
@@ -241,7 +257,7 @@ async def send_envelope(
 ) -> None:
     """Answer `error` straight from an ASGI middleware, before the app has started a response;
     its own headers (`Retry-After`) go before `headers`."""
-    body = json.dumps(error.envelope()).encode()
+    body = render(error.envelope())
     own = [(name.lower().encode(), value.encode()) for name, value in error.headers().items()]
     start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *own, *headers]
     await send({"type": "http.response.start", "status": error.http_status, "headers": start})

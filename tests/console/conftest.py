@@ -61,6 +61,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
             url,
             AGENTKEEP_AUTH="required",
             AGENTKEEP_RATE_LIMIT="100000/minute",
+            AGENTKEEP_READ_RATE_LIMIT="100000/minute",
             AGENTKEEP_PRICES_FILE=str(prices),
             AGENTKEEP_BUDGET_USER_DAILY_USD="100",
             TOOL_LOG=str(tmp / "tools.log"),

@@ -74,6 +74,8 @@ def test_login_then_a_streamed_answer_with_its_tool_call(console: Console, open_
     page.page.press("#message", "Enter")
     page.page.locator(".turn.assistant .meta a").nth(1).wait_for()
     assert page.page.inner_text("#session-id") == session_id
+    metas = page.page.locator(".turn.assistant .meta").all_inner_texts()
+    assert " · 2 requests · " in metas[0] and " · 1 request · " in metas[1], metas  # one request, not "1 requests"
     assert page.page.locator(".turn.user .answer").nth(1).inner_text() == markup
     assert page.page.locator("#transcript img, #transcript b").count() == 0
     history = console.get(f"/v1/sessions/{session_id}", console.alice)["messages"]

@@ -1,4 +1,5 @@
-"""deploy.sh: build, tag with the git short SHA, push, roll out; --dry-run shows every command.
+"""deploy.sh: build, tag (the git short SHA, --tag, or the build time outside git), push, roll out;
+--dry-run shows every command.
 
 The script runs for real under bash in a real git repository. docker, kubectl, ssh and scp are
 the only stand-ins: small scripts on PATH that log their arguments (this machine has no
@@ -8,6 +9,7 @@ registry or cluster to talk to), so the tests see exactly what the script would 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -23,20 +25,26 @@ echo "$(basename "$0") $*" >> "$STUB_LOG"
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    """A committed agent project with every deployment file, and logging stand-ins on PATH."""
+def project(tmp_path: Path) -> Path:
+    """An agent project with every deployment file, not under git, and logging stand-ins on PATH."""
     root = tmp_path / "bot"
     init_project(root, "all")
-    git = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
-    git |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "init"]):
-        subprocess.run(["git", *command], cwd=root, check=True, env={**os.environ, **git})
     stubs = tmp_path / "bin"
     stubs.mkdir()
     for name in ("docker", "kubectl", "ssh", "scp"):
         (stubs / name).write_text(_STUB)
         (stubs / name).chmod(0o755)
     return root
+
+
+@pytest.fixture
+def repo(project: Path) -> Path:
+    """The same project, committed to a git repository."""
+    git = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
+    git |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "init"]):
+        subprocess.run(["git", *command], cwd=project, check=True, env={**os.environ, **git})
+    return project
 
 
 def _deploy(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -73,6 +81,32 @@ def test_dry_run_prints_every_command_and_runs_none(repo: Path) -> None:
         ["kubectl", "--namespace", "prod", "rollout", "status", "deployment/bot-worker", "--timeout=5m"],
     ]
     assert _calls(repo) == []
+    assert "deployed" not in result.stdout and "dry run: nothing was built" in result.stdout
+
+
+def test_outside_git_the_tag_is_the_build_time_and_a_dry_run_says_it_deployed_nothing(project: Path) -> None:
+    """No git repository (a copied folder, a CI artifact): the image is tagged with the UTC time
+    instead of failing on `git rev-parse`, and the dry run ends saying nothing was rolled out."""
+    result = _deploy(project, "--dry-run", "k8s", REGISTRY="reg.example.com")
+    assert result.returncode == 0, result.stderr
+    build = shlex.split(next(line for line in result.stdout.splitlines() if line.startswith("+ ")))
+    assert re.fullmatch(r"reg\.example\.com/bot:\d{8}-\d{6}", build[-2]), build
+    assert "fatal" not in result.stderr and "deployed" not in result.stdout
+    assert _calls(project) == []
+
+
+def test_tag_names_the_image_in_every_command(project: Path) -> None:
+    """--tag v1.4.0 (or --tag=v1.4.0) is the tag, git or not; a real push run ends saying what it pushed."""
+    result = _deploy(project, "push", "--tag", "v1.4.0", REGISTRY="reg.example.com")
+    assert result.returncode == 0, result.stderr
+    assert _calls(project) == [
+        "docker build --tag reg.example.com/bot:v1.4.0 .",
+        "docker push reg.example.com/bot:v1.4.0",
+    ]
+    assert result.stdout.strip().endswith("pushed reg.example.com/bot:v1.4.0")
+    assert (
+        "reg.example.com/bot:v2" in _deploy(project, "--dry-run", "--tag=v2", "push", REGISTRY="reg.example.com").stdout
+    )
 
 
 def test_rollout_runs_the_commands_in_order(repo: Path) -> None:
@@ -126,6 +160,7 @@ def test_uncommitted_changes_mark_the_tag_dirty(repo: Path) -> None:
         (["compose"], {"REGISTRY": "r"}, "set DEPLOY_HOST"),
         (["--dry-run"], {"REGISTRY": "r"}, "Usage"),
         (["helm"], {"REGISTRY": "r"}, "unknown argument: helm"),
+        (["push", "--tag"], {"REGISTRY": "r"}, "--tag needs a value"),
     ],
 )
 def test_missing_settings_fail_with_a_message(repo: Path, args: list[str], env: dict[str, str], message: str) -> None:

@@ -52,16 +52,74 @@ def test_cli_writes_the_compose_files_and_refuses_to_overwrite_them(tmp_path: Pa
     [
         (["--name", "Not A Name"], "invalid name"),
         (["--agent", "agent.py; rm -rf /"], "invalid agent TARGET"),
-        (["missing-dir"], "is not a directory"),
+        (["a-file"], "is not a directory"),
     ],
 )
 def test_cli_rejects_bad_input_in_one_line(tmp_path: Path, args: list[str], message: str) -> None:
-    """A bad name, a TARGET that could break a file's syntax, or a missing DIR: one line, no files."""
+    """A bad name, a TARGET that could break a file's syntax, or a DIR that is a file: one line, no files."""
+    (tmp_path / "a-file").write_text("")
     result = _cli(*args, cwd=tmp_path)
     assert result.returncode in (1, 2)
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "Dockerfile").exists()
+
+
+def test_a_dir_that_does_not_exist_yet_is_made(tmp_path: Path) -> None:
+    """`agentkeep init --target all deploy/bot` makes the folders and writes every file there."""
+    result = _cli("--target", "all", "deploy/bot", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "deploy" / "bot" / "Dockerfile").is_file()
+    assert (tmp_path / "deploy" / "bot" / "deploy" / "k8s" / "server.yaml").is_file()
+
+
+def test_the_docs_sections_the_files_point_to_exist() -> None:
+    """A template that says `see docs/X.md ("Section")` names a heading that is there."""
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    templates = Path(__file__).resolve().parents[2] / "src" / "agentkeep" / "deploy" / "templates"
+    references = [
+        (path.name, page, section)
+        for path in templates.rglob("*")
+        if path.is_file()
+        for page, section in re.findall(r'docs/([\w-]+\.md) \("([^"]+)"\)', path.read_text())
+    ]
+    assert len(references) >= 3
+    for name, page, section in references:
+        headings = [line.lstrip("#").strip() for line in (docs / page).read_text().splitlines() if line.startswith("#")]
+        assert section in headings, (name, page, section)
+
+
+def test_following_the_wheel_instructions_installs_agentkeep_from_the_projects_wheels(tmp_path: Path) -> None:
+    """requirements.txt says how to use a wheel of agentkeep when the index has none: uncommenting
+    its `--find-links wheels` line makes pip take the wheel from wheels/ beside the file, whatever
+    the directory pip runs in (as the Dockerfile's `COPY wheels/` puts them beside it in the image)."""
+    import zipfile
+
+    from agentkeep import __version__
+
+    init_project(tmp_path / "bot", "docker")
+    requirements = tmp_path / "bot" / "requirements.txt"
+    text = requirements.read_text()
+    assert "pip wheel --no-deps" in text and "# --find-links wheels\n" in text
+    assert "# COPY wheels/ /tmp/wheels/" in (tmp_path / "bot" / "Dockerfile").read_text()
+    requirements.write_text(text.replace("# --find-links wheels\n", "--find-links wheels\n"))
+    wheels = tmp_path / "bot" / "wheels"
+    wheels.mkdir()
+    dist = f"agentkeep-{__version__}.dist-info"
+    with zipfile.ZipFile(wheels / f"agentkeep-{__version__}-py3-none-any.whl", "w") as wheel:
+        wheel.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: agentkeep\nVersion: {__version__}\n")
+        wheel.writestr(
+            f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        wheel.writestr(f"{dist}/RECORD", "")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pip = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps", "--no-index"]
+    # This machine's own pip configuration (links, constraints) stays out: only the file's line may lead pip.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
+    result = subprocess.run([*pip, "-r", str(requirements)], cwd=elsewhere, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"Would install agentkeep-{__version__}" in result.stdout
 
 
 def test_kept_files_survive_force(tmp_path: Path) -> None:

@@ -146,7 +146,8 @@ def test_kubernetes_manifests_match_the_schemas(project: Path) -> None:
 
 
 def test_kubernetes_pods_are_locked_down_and_probed(project: Path) -> None:
-    """Non-root, read-only root, no capabilities; startup and liveness on /health, readiness on /ready."""
+    """Non-root, read-only root, no capabilities; startup and liveness on /live (which no database
+    outage fails), readiness on /ready; the API's replica count left to its autoscaler."""
     for document in _kustomize(project / "deploy" / "k8s"):
         if document["kind"] != "Deployment":
             continue
@@ -155,10 +156,17 @@ def test_kubernetes_pods_are_locked_down_and_probed(project: Path) -> None:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
-        assert container["startupProbe"]["httpGet"]["path"] == "/health"
-        assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+        assert container["startupProbe"]["httpGet"]["path"] == "/live"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/live"
         assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
         assert {"configMapRef", "secretRef"} <= {key for ref in container["envFrom"] for key in ref}
+    documents = _kustomize(project / "deploy" / "k8s")
+    scaled = {d["spec"]["scaleTargetRef"]["name"] for d in documents if d["kind"] == "HorizontalPodAutoscaler"}
+    for document in documents:
+        if document["kind"] == "Deployment":
+            assert ("replicas" in document["spec"]) is (document["metadata"]["name"] not in scaled), document[
+                "metadata"
+            ]
 
 
 def test_kubernetes_schema_rejects_a_wrong_type(project: Path) -> None:

@@ -23,6 +23,7 @@ def durable_env(mock: MockLLM, database_url: str, workdir: Path, **extra: str) -
         "AGENTKEEP_DATABASE_URL": database_url,
         "SIDE_EFFECT_FILE": str(workdir / "side.txt"),
         "AGENTKEEP_RATE_LIMIT": "100000/minute",  # the tests poll
+        "AGENTKEEP_READ_RATE_LIMIT": "100000/minute",
         **extra,
     }
 

@@ -107,6 +107,23 @@ async def test_structured_output_is_constrained_to_the_schema() -> None:
 
 
 @needs_model
+async def test_the_default_max_tokens_lets_a_longer_answer_finish() -> None:
+    """Without max_tokens, an answer past 256 tokens (where the old default cut it mid-sentence)
+    ends by itself, and no answer runs past DEFAULT_MAX_TOKENS."""
+    agent = Agent(LocalModel(), instructions="You are a concise, friendly assistant. Answer in a few sentences.")
+    finished_long = []
+    for seed in range(1, 6):
+        result = await agent.run("Tell me about the history of Paris in detail.", model_settings={"seed": seed})
+        response = result.all_messages()[-1]
+        assert isinstance(response, ModelResponse)
+        assert result.usage.output_tokens <= local.DEFAULT_MAX_TOKENS
+        if response.finish_reason == "stop" and result.usage.output_tokens > 256:
+            finished_long.append(seed)
+            break
+    assert finished_long, "no answer longer than 256 tokens ended by itself"
+
+
+@needs_model
 async def test_max_tokens_bounds_the_answer() -> None:
     agent = Agent(LocalModel())
     result = await agent.run("Tell me a long story about a dragon.", model_settings={"max_tokens": 5})

@@ -43,7 +43,8 @@ def _degraded(response: httpx.Response) -> bool:
 
 
 def test_health_is_503_while_the_sqlite_file_cannot_be_opened_and_200_once_it_is_back(tmp_path: Path) -> None:
-    """The check opens the file anew: a database moved away (unreadable to any new process) is degraded.
+    """The check opens the file anew: a database moved away (unreadable to any new process) is degraded,
+    while /live, which checks no dependency, stays 200.
 
     Moving the file stands in for `chmod 000`, which the suite's root user would read through anyway.
     """
@@ -59,6 +60,8 @@ def test_health_is_503_while_the_sqlite_file_cannot_be_opened_and_200_once_it_is
         try:
             body = _until(server, _degraded)
             assert body["status"] == "degraded" and body["checks"]["database"].startswith("failing")
+            live = server.client.get("/live")  # a liveness probe: the process answers, whatever the database does
+            assert live.status_code == 200 and live.json() == {"live": True}
         finally:
             (tmp_path / "elsewhere.db").rename(database)
         assert _until(server, _healthy)["status"] == "healthy"

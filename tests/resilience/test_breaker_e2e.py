@@ -17,7 +17,11 @@ from tests.support.services import REDIS_URL, require
 
 
 def _env(mock: MockLLM, tmp_path: Path, **extra: str) -> dict[str, str]:
-    breaker = {"AGENTKEEP_BREAKER_FAILURES": "3", "AGENTKEEP_RATE_LIMIT": "1000/minute"}
+    breaker = {
+        "AGENTKEEP_BREAKER_FAILURES": "3",
+        "AGENTKEEP_RATE_LIMIT": "1000/minute",
+        "AGENTKEEP_READ_RATE_LIMIT": "1000/minute",
+    }
     return server_env(mock, f"sqlite:///{tmp_path / 'agentkeep.db'}", **{**breaker, **extra})
 
 

@@ -121,3 +121,25 @@ async def test_a_failing_storage_lets_requests_through() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         assert [(await client.get("/v1/runs")).status_code for _ in range(3)] == [200, 200, 200]
     assert limited == []
+
+
+async def test_runs_and_reads_count_against_their_own_limits(redis_url: str | None) -> None:
+    """With `reads`, requests `starts_run` names spend the runs' limit and every other one the
+    reads' limit, even when both limits are the same string on one storage."""
+    runs, reads = (
+        RateLimiter("1/minute", redis_url=redis_url, name="runs"),
+        RateLimiter("1/minute", redis_url=redis_url, name="reads"),
+    )
+    app = Starlette(routes=[Route("/v1/runs", _ok, methods=["GET", "POST"])])
+    app.add_middleware(RateLimit, limiter=runs, reads=reads, starts_run=lambda method, _path: method == "POST")
+    address = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250)}"
+    transport = httpx.ASGITransport(app=app, client=(address, 1234))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.post("/v1/runs")).status_code == 200
+            assert (await client.get("/v1/runs")).status_code == 200  # its own window, still open
+            assert (await client.post("/v1/runs")).status_code == 429
+            assert (await client.get("/v1/runs")).status_code == 429
+    finally:
+        await runs.aclose()
+        await reads.aclose()

@@ -86,3 +86,20 @@ def test_a_shared_workspace_behind_api_keys_is_warned_about_once_at_start(tmp_pa
     assert len(shared) == 1 and shared[0]["log_level"] == "warning"
     assert warnings(workspace_scope="session", auth="required") == []
     assert warnings(workspace_scope="shared", auth="off") == []
+
+
+def test_every_post_route_is_classified_as_a_run_or_not_for_the_rate_limits(tmp_path: Path) -> None:
+    """AGENTKEEP_RATE_LIMIT counts the POST routes that start or resume runs, AGENTKEEP_READ_RATE_LIMIT
+    everything else: each POST route the app serves is one or the other on purpose, so a new route
+    that starts runs cannot slip under the higher read limit unnoticed."""
+    from agentkeep.server.guards import starts_run
+
+    not_runs = {"/v1/runs/{run_id}/cancel"}
+    app = create_app(_settings(tmp_path), _agents())
+    posts = [path for path, operations in app.openapi()["paths"].items() if "post" in operations]
+    assert "/v1/runs" in posts and "/v1/tasks/{name}" in posts
+    for path in posts:
+        concrete = path.replace("{run_id}", "run_1").replace("{name}", "t")
+        assert starts_run("POST", concrete) is (path not in not_runs), path
+    assert not starts_run("GET", "/v1/runs")
+    assert starts_run("POST", "/v1/runs/run_1/resume") and starts_run("POST", "/v1/chat/completions")

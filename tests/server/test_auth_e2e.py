@@ -44,7 +44,13 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
     alice, bob = create_key(url, tmp, "alice"), create_key(url, tmp, "bob")
     admin = create_key(url, tmp, "ops", admin=True)
     with MockLLM() as mock:
-        env = server_env(mock, url, AGENTKEEP_AUTH="required", AGENTKEEP_RATE_LIMIT="10000/minute")
+        env = server_env(
+            mock,
+            url,
+            AGENTKEEP_AUTH="required",
+            AGENTKEEP_RATE_LIMIT="10000/minute",
+            AGENTKEEP_READ_RATE_LIMIT="10000/minute",
+        )
         with ServerProcess(MOCK_AGENT, tmp, env=env) as server:
             yield Keyed(server, url, tmp, alice, bob, admin)
 
@@ -193,11 +199,25 @@ def test_the_keys_commands_fail_in_one_line_with_the_contract_exit_codes(tmp_pat
     assert one_line.count("\n") == 1 and one_line.startswith("agentkeep: error: no key")
 
 
+def test_keys_create_names_its_database_and_warns_when_it_had_to_create_it(tmp_path: Path) -> None:
+    """Run from a directory with no database, `keys create` makes ./data/agentkeep.db there: it says
+    so, with the absolute path, so a key a server on another database would refuse is no surprise;
+    the next key goes into the same file without the warning. stdout stays the key alone."""
+    database = tmp_path / "data" / "agentkeep.db"
+    first = run_cli("keys", "create", "--user", "erin", cwd=tmp_path)
+    assert first.returncode == 0 and first.stdout.startswith("ak_") and first.stdout.count("\n") == 1
+    assert f"in sqlite:///{database};" in first.stderr
+    assert f"warning: {database} did not exist" in first.stderr and "AGENTKEEP_DATABASE_URL" in first.stderr
+    second = run_cli("keys", "create", "--user", "erin", cwd=tmp_path)
+    assert second.returncode == 0 and f"in sqlite:///{database};" in second.stderr
+    assert "warning" not in second.stderr
+
+
 def test_the_rate_limit_counts_each_key_on_its_own(tmp_path: Path, mock_llm: MockLLM) -> None:
     """With 3/minute, Alice's fourth request is 429 while Bob, and then a bad key, are counted apart."""
     url = f"sqlite:///{tmp_path / 'agentkeep.db'}"
     alice, bob = create_key(url, tmp_path, "alice"), create_key(url, tmp_path, "bob")
-    env = server_env(mock_llm, url, AGENTKEEP_AUTH="required", AGENTKEEP_RATE_LIMIT="3/minute")
+    env = server_env(mock_llm, url, AGENTKEEP_AUTH="required", AGENTKEEP_READ_RATE_LIMIT="3/minute")
     with ServerProcess(MOCK_AGENT, tmp_path, env=env) as server:
 
         def usage(key: str) -> int:

@@ -111,6 +111,27 @@ def test_routes_methods_and_missing_things_use_the_envelope(
     _expect(response.status_code, response.json(), status, error_type)
 
 
+def test_a_refusal_from_a_middleware_is_written_like_any_other_error(
+    small_server: tuple[ServerProcess, MockLLM],
+) -> None:
+    """The 413 the body limit sends before any route runs has the same bytes' shape as a route's 404
+    or the framework's 422: compact JSON, one envelope, so a client can compare or log them alike."""
+    import json
+
+    server, _ = small_server
+    refusals = [
+        server.client.post("/v1/runs", content=b'{"message": "' + b"x" * 5000 + b'"}'),
+        server.client.get("/v1/runs/run_doesnotexist"),
+        server.client.post("/v1/runs", json={"message": 3}),
+    ]
+    assert [r.status_code for r in refusals] == [413, 404, 422]
+    for refusal in refusals:
+        body = refusal.json()
+        assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}
+        assert refusal.content == json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        assert refusal.headers["content-type"] == "application/json"
+
+
 def test_injection_payloads_are_plain_data(small_server: tuple[ServerProcess, MockLLM]) -> None:
     """SQL in a session id or message is stored and returned as text, touching nothing else."""
     server, _ = small_server

@@ -77,7 +77,13 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     evil = create_key(url, tmp, EVIL_USER)  # through the real CLI: the name is an argument
     alice, admin = make_key(url, "alice"), make_key(url, "ops", admin=True)
     with MockLLM() as mock:
-        env = server_env(mock, url, AGENTKEEP_AUTH="required", AGENTKEEP_RATE_LIMIT="100000/minute")
+        env = server_env(
+            mock,
+            url,
+            AGENTKEEP_AUTH="required",
+            AGENTKEEP_RATE_LIMIT="100000/minute",
+            AGENTKEEP_READ_RATE_LIMIT="100000/minute",
+        )
         with ServerProcess(MOCK_AGENT, tmp, env=env) as server:
             target = Target(server, url, alice, evil, admin)
             baseline = target.call("POST", "/v1/runs", alice, json={"message": "baseline", "session_id": "keep-me"})

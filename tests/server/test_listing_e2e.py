@@ -58,6 +58,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
             url,
             AGENTKEEP_AUTH="required",
             AGENTKEEP_RATE_LIMIT="100000/minute",
+            AGENTKEEP_READ_RATE_LIMIT="100000/minute",
             AGENTKEEP_PRICES_FILE=str(prices),
         )
         with ServerProcess(MOCK_AGENT, tmp, env=env) as server:

@@ -33,7 +33,13 @@ def test_generated_requests_get_no_5xx_and_every_error_is_an_envelope(tmp_path: 
     url = f"sqlite:///{tmp_path / 'agentkeep.db'}"
     key = make_key(url, "fuzzer")
     with MockLLM() as mock:
-        env = server_env(mock, url, AGENTKEEP_AUTH="required", AGENTKEEP_RATE_LIMIT="1000000/minute")
+        env = server_env(
+            mock,
+            url,
+            AGENTKEEP_AUTH="required",
+            AGENTKEEP_RATE_LIMIT="1000000/minute",
+            AGENTKEEP_READ_RATE_LIMIT="1000000/minute",
+        )
         with ServerProcess(MOCK_AGENT, tmp_path, env=env) as server:
             result = subprocess.run(
                 [

@@ -26,6 +26,7 @@ def function_env(mock: MockLLM, database_url: str, target: str = MOCK_AGENT, **e
         "AGENTKEEP_AUTH": "required",
         "AGENTKEEP_DATABASE_URL": database_url,
         "AGENTKEEP_RATE_LIMIT": "100000/minute",
+        "AGENTKEEP_READ_RATE_LIMIT": "100000/minute",
         "OPENAI_BASE_URL": mock.base_url,
         "OPENAI_API_KEY": "test-key-not-secret",
         **extra,

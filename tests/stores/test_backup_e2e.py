@@ -61,7 +61,9 @@ def test_a_backup_under_write_load_restores_every_acknowledged_session(tmp_path:
 def _backup_under_load(tmp_path: Path, mock_llm: MockLLM) -> None:
     db_url = f"sqlite:///{tmp_path / 'agentkeep.db'}"
     cli_env = {"AGENTKEEP_DATABASE_URL": db_url}
-    env = server_env(mock_llm, db_url, AGENTKEEP_RATE_LIMIT="1000000/minute")
+    env = server_env(
+        mock_llm, db_url, AGENTKEEP_RATE_LIMIT="1000000/minute", AGENTKEEP_READ_RATE_LIMIT="1000000/minute"
+    )
     with ServerProcess(MOCK_AGENT, tmp_path, env=env) as server:
         load = _Load(server.url)
         threads = [threading.Thread(target=load.writer, args=(n,), daemon=True) for n in range(_WRITERS)]

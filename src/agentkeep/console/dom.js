@@ -81,6 +81,11 @@ export function when(iso) {
   return date.toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
 }
 
+/** "1 request", "2 requests": a count with its noun, singular for one. */
+export function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
 export function tokens(usage) {
   if (!usage) return 0;
   return (usage.input_tokens || 0) + (usage.output_tokens || 0);

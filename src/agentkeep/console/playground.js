@@ -4,7 +4,7 @@
 // even a stream in progress.
 
 import { api, streamRun } from "./api.js";
-import { ACTIVE, FINAL, badge, h, ms, poll, runLink, tokens, usd } from "./dom.js";
+import { ACTIVE, FINAL, badge, h, ms, plural, poll, runLink, tokens, usd } from "./dom.js";
 
 const BACKGROUND_POLL_MS = 1000;
 export const CONTINUE_KEY = "agentkeep.continueSession";
@@ -79,8 +79,8 @@ function errorLine(error) {
 
 function summary(result) {
   const bits = [
-    `${result.usage ? result.usage.requests : 0} requests`,
-    `${tokens(result.usage)} tokens`,
+    plural(result.usage ? result.usage.requests : 0, "request"),
+    plural(tokens(result.usage), "token"),
     usd(result.cost_usd),
     ms(result.duration_ms),
   ];

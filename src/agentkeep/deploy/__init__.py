@@ -93,9 +93,10 @@ def init(
     name: str | None = None,
     force: bool = False,
 ) -> InitReport:
-    """Render `target`'s files for the project in `directory` and write them there."""
-    if not directory.is_dir():
+    """Render `target`'s files for the project in `directory` (made if missing) and write them there."""
+    if directory.exists() and not directory.is_dir():
         raise AgentkeepError(f"{directory} is not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     chosen = agent or settings.target or find_agent(directory)
     if chosen is None:

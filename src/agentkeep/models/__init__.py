@@ -24,7 +24,10 @@ def resolve_model(override: str | None, agent: Agent[Any, Any]) -> Model | None:
     `override` is AGENTKEEP_MODEL. An agent defined without a model runs on the built-in one.
     """
     if override:
-        return model_from_string(override)
+        try:
+            return model_from_string(override)
+        except ConfigError as exc:
+            raise ConfigError(f"AGENTKEEP_MODEL: {exc.message}") from None
     if agent.model is None:
         return model_from_string(DEFAULT_MODEL)
     return None

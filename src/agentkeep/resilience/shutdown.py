@@ -11,6 +11,11 @@
     fatal(exc)                a task that must not die did: log it, drain, exit status 1, so
                               systemd or Docker restarts the process
 
+Before uvicorn starts, `prepare` (the app's services: the database, migrations) runs on the
+server's event loop; an `AgentkeepError` from it ends the start quietly as `startup_error`, for the
+CLI to print as one line, so nothing claims the server started first. `on_started` is called once
+the sockets listen (the CLI's banner).
+
 Uvicorn's own handling stops listening first and re-raises the signal at the end (so the process
 dies by SIGTERM, not status 0); `GracefulServer` replaces both.
 """
@@ -21,11 +26,14 @@ import asyncio
 import os
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any, Protocol
 
 import structlog
 import uvicorn
+
+from agentkeep.errors import AgentkeepError
 
 __all__ = ["Drainable", "GracefulServer", "log_loop_exception"]
 
@@ -59,10 +67,21 @@ def log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
 class GracefulServer(uvicorn.Server):
     """`uvicorn.Server` that drains `target` before it stops listening, and exits 0 after a signal."""
 
-    def __init__(self, config: uvicorn.Config, target: Drainable, *, drain_timeout_s: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        target: Drainable,
+        *,
+        drain_timeout_s: float,
+        prepare: Callable[[], Awaitable[object]] | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self.target = target
         self.drain_timeout_s = drain_timeout_s
+        self.prepare = prepare
+        self.on_started = on_started
+        self.startup_error: AgentkeepError | None = None  # what `prepare` refused, for the CLI to print
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining = False
@@ -71,7 +90,18 @@ class GracefulServer(uvicorn.Server):
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop.set_exception_handler(log_loop_exception)
+        if self.prepare is not None:
+            try:
+                await self.prepare()
+            except AgentkeepError as exc:
+                self.startup_error = exc
+                return
         await super().serve(sockets)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs in the main thread between two bytecodes of the event loop: set flags and schedule, no more.

@@ -25,9 +25,10 @@ from agentkeep.loader import AgentMap
 from agentkeep.resilience import RateLimit
 from agentkeep.server.auth import Authenticator, auth_required
 from agentkeep.server.console import router as console_router
+from agentkeep.server.docs import router as docs_router
 from agentkeep.server.errors import install_error_handlers
 from agentkeep.server.files import router as files_router
-from agentkeep.server.guards import rate_limited, rate_limiter
+from agentkeep.server.guards import rate_limited, rate_limiter, read_rate_limiter, starts_run
 from agentkeep.server.listing import router as listing_router
 from agentkeep.server.middleware import BodyLimit, JSONBodies, SecurityHeaders
 from agentkeep.server.ops import router as ops_router
@@ -42,10 +43,10 @@ __all__ = ["DEFAULT_ROUTERS", "OPS_ROUTERS", "create_app"]
 
 log = structlog.get_logger("agentkeep.server")
 
-# Served by every process, `agentkeep worker` too: /health and /ready, /metrics and /v1/stats.
+# Served by every process, `agentkeep worker` too: /health, /live and /ready, /metrics and /v1/stats.
 OPS_ROUTERS: tuple[APIRouter, ...] = (probes, ops_router)
-# What `serve` mounts next to them: the contract's HTTP API, and the console (GET / and /console/*),
-# whose page uses only that API.
+# What `serve` mounts next to them: the contract's HTTP API, the console (GET / and /console/*),
+# whose page uses only that API, and the API reference (/docs, /redoc) with no CDN.
 DEFAULT_ROUTERS: tuple[APIRouter, ...] = (
     router,
     files_router,
@@ -53,6 +54,7 @@ DEFAULT_ROUTERS: tuple[APIRouter, ...] = (
     usage_router,
     listing_router,
     console_router,
+    docs_router,
 )
 
 
@@ -93,19 +95,32 @@ def create_app(
             detail="AGENTKEEP_WORKSPACE_SCOPE=shared with API keys: every user's agents read and write the "
             "same files; use session or user to keep tenants apart",
         )
-    limiter = rate_limiter(settings)  # the middleware's, so the app's: it is made before the app starts
+    # The middleware's, so the app's: made before the app starts, closed when it stops.
+    limiter, reads = rate_limiter(settings), read_rate_limiter(settings)
+
+    async def open_services() -> Services:
+        """The process's services, ready to serve: `agentkeep serve` calls it (`AppState.open`)
+        before binding, so that a database that does not answer is one line, not a failed lifespan."""
+        built = services if services is not None else await build_services(settings, agents, me=me, dequeue=worker)
+        try:
+            if not api:
+                await built.durable.start()
+        except BaseException:
+            if services is None:
+                await built.aclose()
+            raise
+        return built
+
+    state.opener = open_services
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        built = services if services is not None else await build_services(settings, agents, me=me, dequeue=worker)
+        built = await state.open()  # already open when `agentkeep serve` opened them before binding
         try:
             authenticator.keys = built.keys
             built.runtime.draining = state.draining  # a signal may have come while starting
-            state.services = built
             durable = built.durable
-            if not api:
-                await durable.start()
-            elif durable.dequeue and durable.available() and durable.needed_now():  # off the path to readiness
+            if api and durable.dequeue and durable.available() and durable.needed_now():  # off the path to readiness
                 state.spawn(durable.start(), critical=True)
             state.ready = True
             yield
@@ -113,12 +128,15 @@ def create_app(
             if services is None:
                 await built.aclose()
             await limiter.aclose()
+            await reads.aclose()
 
     app = FastAPI(
         title="agentkeep",
         version=__version__,
         description="A production runtime for Pydantic AI agents.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are server/docs.py's: FastAPI's load their scripts from a CDN
+        redoc_url=None,
     )
     app.state.agentkeep = state
     app.state.auth = authenticator
@@ -127,7 +145,9 @@ def create_app(
         app.include_router(mounted)
     app.add_middleware(JSONBodies)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RateLimit, limiter=limiter, on_limited=rate_limited)  # before the body is read
+    app.add_middleware(  # before the body is read
+        RateLimit, limiter=limiter, reads=reads, starts_run=starts_run, on_limited=rate_limited
+    )
     if settings.cors_origins:  # closed unless configured: no CORS headers at all
         origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
         app.add_middleware(

@@ -13,13 +13,12 @@ an error in its console.
 from __future__ import annotations
 
 import functools
-import hashlib
-from dataclasses import dataclass
 from importlib import resources
 
 from fastapi import APIRouter, Request, Response
 
 from agentkeep.errors import NotFound
+from agentkeep.server.static import CONTENT_TYPES, StaticFile, serve_file, static_file
 
 __all__ = ["router"]
 
@@ -30,59 +29,33 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
-}
+_TYPES = {suffix: CONTENT_TYPES[suffix] for suffix in (".html", ".js", ".css", ".svg")}
 _AUTH_MARK = 'data-auth="unknown"'
 
 
-@dataclass(frozen=True)
-class _File:
-    body: bytes
-    content_type: str
-    etag: str
-
-
-def _file(body: bytes, content_type: str) -> _File:
-    return _File(body, content_type, f'"{hashlib.sha256(body).hexdigest()[:20]}"')
-
-
 @functools.cache
-def _files() -> dict[str, _File]:
+def _files() -> dict[str, StaticFile]:
     """Every servable console file by name, read once from the package."""
     folder = resources.files("agentkeep").joinpath("console")
-    files: dict[str, _File] = {}
+    files: dict[str, StaticFile] = {}
     for entry in folder.iterdir():
         suffix = "." + entry.name.rpartition(".")[2]
         if entry.is_file() and suffix in _TYPES:
-            files[entry.name] = _file(entry.read_bytes(), _TYPES[suffix])
+            files[entry.name] = static_file(entry.read_bytes(), _TYPES[suffix])
     return files
 
 
 @functools.cache
-def _index(auth_required: bool) -> _File:
+def _index(auth_required: bool) -> StaticFile:
     html = _files()["index.html"].body.decode()
     if _AUTH_MARK not in html:
         raise RuntimeError(f"console/index.html lost its {_AUTH_MARK} marker")
     mode = "required" if auth_required else "off"
-    return _file(html.replace(_AUTH_MARK, f'data-auth="{mode}"', 1).encode(), _TYPES[".html"])
+    return static_file(html.replace(_AUTH_MARK, f'data-auth="{mode}"', 1).encode(), _TYPES[".html"])
 
 
-def _serve(request: Request, file: _File) -> Response:
-    """The file, or 304 when the browser already holds this version; revalidated on every load."""
-    headers = {
-        "ETag": file.etag,
-        "Cache-Control": "no-cache",
-        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-        "Referrer-Policy": "no-referrer",
-    }
-    held = {tag.strip().removeprefix("W/") for tag in request.headers.get("if-none-match", "").split(",")}
-    if file.etag in held or "*" in held:
-        return Response(status_code=304, headers=headers)
-    return Response(file.body, media_type=file.content_type, headers=headers)
+def _serve(request: Request, file: StaticFile) -> Response:
+    return serve_file(request, file, csp=CONTENT_SECURITY_POLICY)
 
 
 @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)

@@ -19,6 +19,7 @@ from agentkeep import __version__
 from agentkeep.api_models import (
     ERROR_RESPONSES,
     HealthOut,
+    LiveOut,
     ReadyOut,
     RunAcceptedOut,
     RunCreate,
@@ -41,7 +42,7 @@ __all__ = ["State", "User", "current_user", "probes", "router", "visible_run"]
 log = structlog.get_logger("agentkeep.server")
 
 router = APIRouter()
-probes = APIRouter()  # /health and /ready: served by `agentkeep worker` too
+probes = APIRouter()  # /health, /live and /ready: served by `agentkeep worker` too
 State = Annotated[AppState, Depends(app_state)]
 
 
@@ -178,7 +179,12 @@ async def delete_session(session_id: str, state: State, user: User) -> Response:
     return Response(status_code=204)
 
 
-@probes.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}}, summary="Liveness and checks")
+@probes.get(
+    "/health",
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut}},
+    summary="Health: the database, capacity, draining",
+)
 async def health(state: State) -> JSONResponse:
     runtime = state.runtime
     checks: dict[str, Any] = {}
@@ -208,6 +214,13 @@ async def health(state: State) -> JSONResponse:
         "checks": checks,
     }
     return JSONResponse(body, status_code=200 if status == "healthy" else 503)
+
+
+@probes.get("/live", response_model=LiveOut, summary="Liveness: the process answers")
+async def live() -> dict[str, bool]:
+    """200 while the process answers requests; it checks no dependency, so a database outage (which
+    /health and /ready report) never makes an orchestrator restart every pod."""
+    return {"live": True}
 
 
 @probes.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, summary="Readiness")

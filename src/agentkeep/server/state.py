@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,16 @@ class AppState:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     draining: bool = False
     on_fatal: Callable[[BaseException], None] | None = None  # the process's way out (GracefulServer.fatal)
+    opener: Callable[[], Awaitable[Services]] | None = None  # builds the services (set by create_app)
+
+    async def open(self) -> Services:
+        """Build the services unless they are built already; the lifespan calls it, and `agentkeep
+        serve` earlier, before the port listens, so a start that fails says so in one line first."""
+        if self.services is None:
+            if self.opener is None:
+                raise RuntimeError("the app has no way to build its services")
+            self.services = await self.opener()
+        return self.services
 
     def started(self) -> Services:
         """The services; `RuntimeError` before the lifespan built them."""

@@ -24,12 +24,12 @@ from typing import cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from agentkeep.errors import ConfigError
+from agentkeep.errors import AgentkeepError, ConfigError, StartupFailed
 from agentkeep.sqlite import SQLiteFile, configure
 from agentkeep.stores import schema
 from agentkeep.stores.backup import BackupError, DatabaseLock
 
-__all__ = ["Database", "async_url"]
+__all__ = ["Database", "async_url", "describe_database", "sqlite_file"]
 
 _PG_MIGRATION_LOCK = 0x6167_6B70  # any constant shared by every agentkeep process
 
@@ -45,7 +45,47 @@ def async_url(url: str) -> sa.URL:
         return parsed.set(drivername="sqlite+aiosqlite")
     if backend in {"postgresql", "postgres"}:
         return parsed.set(drivername="postgresql+asyncpg")
-    raise ConfigError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://…")
+    raise ConfigError(
+        f"unsupported database {backend!r} in AGENTKEEP_DATABASE_URL: use sqlite:///PATH or postgresql://…"
+    )
+
+
+def describe_database(url: str | sa.URL) -> str:
+    """The database as a person may see it: no user name or password; a SQLite file as its absolute path."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return "an unparsable URL"
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        file = sqlite_file(parsed)
+        return f"sqlite:///{file}" if file is not None else "sqlite (in memory)"
+    bare = parsed._replace(drivername=backend, username=None, password=None)
+    return bare.render_as_string(hide_password=True)
+
+
+def sqlite_file(url: str | sa.URL) -> Path | None:
+    """The absolute path of a SQLite database file, or None (another database, or in memory)."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return None
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database).resolve()
+
+
+def _cannot_open(url: sa.URL, exc: Exception) -> StartupFailed:
+    """One line for a database that did not answer: its reason, the setting to check, never the password."""
+    cause: BaseException = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    reason = (str(cause).strip().splitlines() or [""])[0] or type(cause).__name__
+    if url.password:
+        reason = reason.replace(str(url.password), "***")
+    fix = "and that its directory is writable" if url.get_backend_name() == "sqlite" else "and that the server is up"
+    return StartupFailed(
+        f"cannot open the database {describe_database(url)} ({reason}); check AGENTKEEP_DATABASE_URL {fix}"
+    )
 
 
 class Database:
@@ -92,7 +132,22 @@ class Database:
             yield conn
 
     async def open(self) -> None:
-        """Connect and bring the schema up to date."""
+        """Connect and bring the schema up to date.
+
+        A database that does not answer (refused, unknown host or database, wrong password, a file
+        that cannot be created) is `StartupFailed`: one line naming AGENTKEEP_DATABASE_URL, which
+        `agentkeep serve` prints before anything listens.
+        """
+        try:
+            await self._open()
+        except AgentkeepError:
+            await self.close()
+            raise
+        except Exception as exc:
+            await self.close()
+            raise _cannot_open(self.url, exc) from None
+
+    async def _open(self) -> None:
         if self.dialect == "sqlite":
             database = self.url.database or ""
             if database and database != ":memory:":

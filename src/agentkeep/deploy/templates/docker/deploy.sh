@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Build {{name}}'s image, tag it with the git short SHA, push it to $REGISTRY, roll it out.
+# Build {{name}}'s image, tag it, push it to $REGISTRY, roll it out.
 # Written by `agentkeep init` (agentkeep {{version}}); edit freely.
 #
-# Usage: REGISTRY=registry.example.com/team ./deploy.sh [--dry-run] push|compose|k8s
+# Usage: REGISTRY=registry.example.com/team ./deploy.sh [--dry-run] [--tag TAG] push|compose|k8s
 #
 #   push      build, tag and push only
 #   compose   then, over SSH on $DEPLOY_HOST (user@host), in $DEPLOY_DIR (default /opt/{{name}}):
@@ -11,6 +11,8 @@
 #   k8s       then `kubectl set image` on both Deployments and wait for `rollout status`
 #             ($KUBE_NAMESPACE, default: the context's namespace)
 #
+#   --tag TAG names the image's tag; default: the git short SHA (with -dirty when tracked files
+#             changed), or the UTC time (20260101-120000) outside a git repository.
 #   --dry-run prints every command instead of running it.
 #   CONTAINER_ENGINE=podman uses podman instead of docker to build and push.
 set -euo pipefail
@@ -35,24 +37,37 @@ run() {
 }
 
 MODE=""
-for arg in "$@"; do
-    case "${arg}" in
+TAG=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
         --dry-run) DRY_RUN=1 ;;
+        --tag)
+            [[ $# -ge 2 && -n "$2" ]] || { echo "deploy.sh: --tag needs a value" >&2; usage; }
+            TAG="$2"
+            shift
+            ;;
+        --tag=*) TAG="${1#--tag=}" ;;
         -h | --help) usage ;;
-        push | compose | k8s) MODE="${arg}" ;;
-        *) echo "deploy.sh: unknown argument: ${arg}" >&2; usage ;;
+        push | compose | k8s) MODE="$1" ;;
+        *) echo "deploy.sh: unknown argument: $1" >&2; usage ;;
     esac
+    shift
 done
 [[ -n "${MODE}" ]] || usage
 : "${REGISTRY:?set REGISTRY, e.g. REGISTRY=registry.example.com/team}"
 
 ENGINE="${CONTAINER_ENGINE:-docker}"
-SHA="$(git rev-parse --short HEAD)"
-CHANGES="$(git status --porcelain --untracked-files=no)"
-if [[ -n "${CHANGES}" ]]; then
-    SHA="${SHA}-dirty"  # an image always says which code it holds
+if [[ -z "${TAG}" ]]; then
+    if TAG="$(git rev-parse --short HEAD 2>/dev/null)"; then
+        CHANGES="$(git status --porcelain --untracked-files=no)"
+        if [[ -n "${CHANGES}" ]]; then
+            TAG="${TAG}-dirty"  # an image always says which code it holds
+        fi
+    else
+        TAG="$(date -u +%Y%m%d-%H%M%S)"  # not a git repository (or no commit yet): when it was built
+    fi
 fi
-IMAGE="${REGISTRY%/}/${NAME}:${SHA}"
+IMAGE="${REGISTRY%/}/${NAME}:${TAG}"
 
 run "${ENGINE}" build --tag "${IMAGE}" .
 run "${ENGINE}" push "${IMAGE}"
@@ -79,4 +94,10 @@ case "${MODE}" in
         ;;
     *) ;;  # push: done above
 esac
-echo "deployed ${IMAGE}"
+if [[ "${DRY_RUN}" -eq 1 ]]; then
+    echo "dry run: nothing was built, pushed or rolled out (would be ${IMAGE})"
+elif [[ "${MODE}" == push ]]; then
+    echo "pushed ${IMAGE}"
+else
+    echo "deployed ${IMAGE}"
+fi

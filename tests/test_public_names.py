@@ -134,7 +134,7 @@ PUBLIC_NAMES: dict[str, list[str]] = {
     "agentkeep.durable.asking": ["CURRENT", "Tally", "TaskContext", "current_tally", "tally_scope"],
     "agentkeep.durable.checkpoints": ["DurableSteps", "workflow_status"],
     "agentkeep.durable.deadline": ["DrainReport", "StepGate", "drain_until"],
-    "agentkeep.durable.engine": ["DurableEngine"],
+    "agentkeep.durable.engine": ["DurableEngine", "abandon_launch"],
     "agentkeep.durable.runner": ["Runner"],
     "agentkeep.durable.schedules": ["PREFIX", "Enqueue", "Scheduler", "check_schedules"],
     "agentkeep.durable.setup": [

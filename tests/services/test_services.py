@@ -92,3 +92,14 @@ async def test_a_build_that_fails_after_opening_the_database_closes_it(tmp_path:
         await build_services(settings, _agents())
     assert database.exists()  # the store did open (and migrate) first
     assert _free(database)
+
+
+async def test_aclose_after_the_durable_engine_started_still_closes_the_database(tmp_path: Path) -> None:
+    """DBOS lends the loop its own thread pool and shuts it down with the engine: closing the store
+    afterwards must still work, and leave the database free for `agentkeep restore`."""
+    database = tmp_path / "agentkeep.db"
+    services = await build_services(_settings(database), _agents())
+    await services.durable.start()
+    assert services.durable.started
+    await services.aclose()
+    assert _free(database)

@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agentkeep.durable.engine import DurableEngine
+from agentkeep.durable.engine import DurableEngine, abandon_launch
 from agentkeep.durable.setup import QUEUE
 from agentkeep.failures import Detached
 
@@ -131,14 +129,9 @@ async def _stop(engine: DurableEngine, gate: StepGate, hard_stop_at: float) -> N
         engine.begin_drain()
         if not await _settled(gate, hard_stop_at):
             await _cut(engine, gate)
-        await engine.stop()
-    elif "dbos" in sys.modules:  # a launch that failed half-way must not leave DBOS to the next box
-        from dbos import DBOS
-
-        DBOS.destroy(workflow_completion_timeout_sec=0)  # on the loop: its executor may be DBOS's own
-    # DBOS made its own (now shut down) pool the loop's default executor: give the loop, which
-    # outlives this time box, a working one back.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio"))
+        await engine.stop()  # gives the loop, which outlives this time box, a working executor back
+    else:  # a launch that failed half-way must not leave DBOS to the next box
+        abandon_launch()
 
 
 async def _work_until(engine: DurableEngine, stop_at: float) -> bool:

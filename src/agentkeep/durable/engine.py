@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +42,12 @@ from agentkeep.durable.tasks import task_record
 from agentkeep.durable.upkeep import FileSweep, Upkeep
 from agentkeep.durable.webhooks import RETRY, WebhookFailed, WebhookSender
 from agentkeep.errors import ConfigError, RunFailed
+from agentkeep.resilience.retry import exponential_backoff
 from agentkeep.runtime import PreparedRun, Runtime
 from agentkeep.stores.base import RunRecord
 from agentkeep.worker import WorkerLoop
 
-__all__ = ["DurableEngine"]
+__all__ = ["DurableEngine", "abandon_launch"]
 
 log = structlog.get_logger("agentkeep.durable")
 
@@ -142,6 +145,26 @@ class DurableEngine:
                 start_ms=round((time.perf_counter() - t0) * 1000, 1),
             )
 
+    async def start_when_possible(self) -> None:
+        """`serve`'s start of the engine, off the path to readiness: a database that fails while the
+        engine launches (a blip, a failover) is retried with backoff instead of ending the process;
+        a configuration mistake still ends it. Gives up quietly once the process drains."""
+        attempt = 0
+        while not self.loop.draining:
+            try:
+                await self.start()
+                return
+            except ConfigError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                delay = exponential_backoff(attempt, base=0.5, cap=max(1.0, self.settings.recovery_s / 2))
+                log.warning(
+                    "durable.start_failed", attempt=attempt, retry_in_s=round(delay, 1), exc_type=type(exc).__name__
+                )
+                abandon_launch()
+                await asyncio.sleep(delay)
+
     async def _warn_stale(self) -> None:
         from agentkeep.durable.upgrade import stale  # imports dbos
 
@@ -175,6 +198,7 @@ class DurableEngine:
             except Exception as exc:  # the database may be what is failing; the heartbeat lapses anyway
                 log.warning("durable.retire_failed", exc_info=exc)
         await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=0)
+        _give_back_executor()
 
     # --- the API's side ---
 
@@ -281,3 +305,19 @@ class DurableEngine:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, WebhookFailed)
+
+
+def abandon_launch() -> None:
+    """Undo a DBOS launch that failed half-way, so the next attempt starts from nothing."""
+    if "dbos" not in sys.modules:
+        return
+    from dbos import DBOS
+
+    DBOS.destroy(workflow_completion_timeout_sec=0)  # on the loop: its executor may be DBOS's own
+    _give_back_executor()
+
+
+def _give_back_executor() -> None:
+    """DBOS makes its own pool the loop's default executor (`asyncio.to_thread`), and a destroyed
+    DBOS leaves it shut down: give the loop, which outlives the engine, a working one back."""
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio"))

@@ -121,7 +121,7 @@ def create_app(
             built.runtime.draining = state.draining  # a signal may have come while starting
             durable = built.durable
             if api and durable.dequeue and durable.available() and durable.needed_now():  # off the path to readiness
-                state.spawn(durable.start(), critical=True)
+                state.spawn(durable.start_when_possible(), critical=True)
             state.ready = True
             yield
         finally:

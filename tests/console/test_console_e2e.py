@@ -47,7 +47,9 @@ def test_login_then_a_streamed_answer_with_its_tool_call(console: Console, open_
     storage = page.storage()
     assert storage["session"] == {"agentkeep.apiKey": console.alice}
     assert storage["local"] == {} and storage["cookies"] == ""
-    agents = page.page.locator("#agent option").all_inner_texts()
+    options = page.page.locator("#agent option")
+    options.nth(1).wait_for(state="attached")  # the list arrives from GET /v1/agents after the login
+    agents = options.all_inner_texts()
     assert any(a.startswith("assistant") for a in agents) and any(a.startswith("helper") for a in agents)
 
     final = "two plus three makes five"

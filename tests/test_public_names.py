@@ -15,7 +15,7 @@ import pytest
 import agentkeep
 
 PUBLIC_NAMES: dict[str, list[str]] = {
-    "agentkeep": ["__version__"],
+    "agentkeep": ["AgentApp", "RunInfo", "__version__"],
     "agentkeep.api_models": [
         "ERROR_RESPONSES",
         "ErrorBody",
@@ -33,7 +33,9 @@ PUBLIC_NAMES: dict[str, list[str]] = {
         "UsageOut",
         "run_view",
     ],
+    "agentkeep.apps": ["AgentApp", "AgentMap", "DepsFactory", "Lifespan", "RunInfo", "as_app"],
     "agentkeep.config": ["Schedule", "Settings", "load_settings", "setting_name"],
+    "agentkeep.deps": ["declares_deps", "make_deps", "missing_deps"],
     "agentkeep.errors": [
         "RUN_FAILURE_STATUS",
         "RUN_FAILURE_TYPES",
@@ -75,6 +77,20 @@ PUBLIC_NAMES: dict[str, list[str]] = {
     ],
     "agentkeep.lifecycle": ["ActiveRuns", "RunScope", "failure_status", "record_failure", "run_scope", "shielded"],
     "agentkeep.loader": ["AgentMap", "load_agents", "target_source"],
+    "agentkeep.nesting": ["ModelPolicy", "Nest", "current", "install", "installed", "nested"],
+    "agentkeep.parts": [
+        "MEDIA_TYPES",
+        "BinaryPart",
+        "Message",
+        "MessageReader",
+        "Part",
+        "TextPart",
+        "UrlPart",
+        "clean_message",
+        "clean_text",
+        "read_parts",
+        "user_content",
+    ],
     "agentkeep.pipeline": ["PipelineCapability"],
     "agentkeep.runtime": [
         "ANONYMOUS_USER",
@@ -88,6 +104,7 @@ PUBLIC_NAMES: dict[str, list[str]] = {
         "clean_message",
         "new_id",
     ],
+    "agentkeep.serving": ["ServedAgents"],
     "agentkeep.startup": ["gc_paused"],
     "agentkeep.stores.workspace_backup": [
         "WorkspaceReport",
@@ -247,6 +264,7 @@ PUBLIC_NAMES: dict[str, list[str]] = {
     ],
     "agentkeep.resilience.breaker_redis": ["RedisBreakerBackend"],
     "agentkeep.resilience.hook": ["Resilience", "open_breaker"],
+    "agentkeep.resilience.limits": ["RunLimits"],
     "agentkeep.resilience.model": ["BreakerModel", "ModelGuard"],
     "agentkeep.resilience.ratelimit": ["RateLimit", "RateLimiter", "caller_key"],
     "agentkeep.resilience.retry": [

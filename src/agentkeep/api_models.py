@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentkeep.parts import Part
 from agentkeep.stores.base import RunRecord
 
 __all__ = [
@@ -33,7 +34,14 @@ class RunCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    message: str = Field(description="The user's message. Control characters are removed and it is trimmed.")
+    message: str | list[Part] = Field(
+        description=(
+            "The user's message: text, or a list of parts (text, an image, document or audio file by http(s) URL, "
+            "or inline as base64). Control characters are removed from text and it is trimmed; a URL must reach "
+            "a public address; files are image/png, image/jpeg, image/gif, image/webp, application/pdf, "
+            "text/plain, audio/wav or audio/mpeg, together at most AGENTKEEP_MAX_BODY_BYTES decoded."
+        )
+    )
     session_id: str | None = Field(
         None, description="Continue this session (`[A-Za-z0-9._:-]{1,128}`); absent → a new one."
     )

@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     run_timeout_s: float = Field(300.0, gt=0, description="Deadline of one run.")
     model_request_timeout_s: float = Field(120.0, gt=0, description="Deadline of one model request.")
     max_model_requests: int = Field(50, ge=1, description="Cap on model requests per run.")
+    max_tokens_per_run: int | None = Field(
+        None, ge=1, description="Input + output tokens one run may use, its sub-agents' included (iteration_limit)."
+    )
+    max_tool_calls_per_run: int | None = Field(
+        None, ge=1, description="Tool calls one run may make, its sub-agents' included (iteration_limit)."
+    )
     breaker_failures: int = Field(5, ge=1, description="Consecutive failures that open a breaker.")
     breaker_reset_s: float = Field(60.0, gt=0, description="Open time before a half-open trial.")
     budget_run_usd: float | None = Field(None, ge=0, description="Hard cap per run.")

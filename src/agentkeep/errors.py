@@ -25,7 +25,8 @@ Every error a user can see derives from `AgentkeepError` and carries its `type` 
     ├── ConfigError                    a mistake in the configuration or the TARGET, found at
     │                                  startup: the CLI prints one line, exit 2
     └── StartupFailed                  the environment refused a start (database unreachable,
-                                       port in use): the CLI prints one line, exit 1
+                                       port in use, an AgentApp's lifespan that raised): the
+                                       CLI prints one line, exit 1
 
 A run that fails after it started records one of `RUN_FAILURE_TYPES` as its error type.
 """

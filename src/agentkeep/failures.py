@@ -57,6 +57,18 @@ class Detached(BaseException):
     """
 
 
+# Pydantic AI's `UsageLimitExceeded` names the `UsageLimits` field; the caller knows the setting.
+_LIMITS = {
+    "total_tokens_limit": "the run reached its limit of tokens (AGENTKEEP_MAX_TOKENS_PER_RUN)",
+    "tool_calls_limit": "the run reached its limit of tool calls (AGENTKEEP_MAX_TOOL_CALLS_PER_RUN)",
+    "request_limit": "the run reached its cap on model requests (AGENTKEEP_MAX_MODEL_REQUESTS)",
+}
+
+
+def _limit_message(detail: str) -> str:
+    return next((message for field, message in _LIMITS.items() if field in detail), "the run reached a usage limit")
+
+
 def classify(exc: BaseException) -> RunFailed:
     """The `RunFailed` that reports `exc` to the caller."""
     if isinstance(exc, RunFailed):
@@ -72,7 +84,7 @@ def classify(exc: BaseException) -> RunFailed:
             "run_timeout", "a model request took longer than its deadline (AGENTKEEP_MODEL_REQUEST_TIMEOUT_S)"
         )
     if isinstance(exc, pai.UsageLimitExceeded):
-        return RunFailed("iteration_limit", "the run reached its cap on model requests")
+        return RunFailed("iteration_limit", _limit_message(str(exc)))
     if isinstance(exc, ToolError):
         return RunFailed("tool_error", str(exc))
     if isinstance(exc, ToolInterrupted):

@@ -72,6 +72,7 @@ class RunState:
     # prices it, the breaker checks it); None when the runtime cannot know it (a task's agent calls).
     model: Model | str | None = None
     history_len: int = 0  # messages of session history the run started from; the rest are its own
+    metadata: dict[str, Any] = field(default_factory=dict)  # the request's, as given
     started: float = field(default_factory=time.monotonic)
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = 0.0
@@ -94,6 +95,8 @@ class ModelCall:
     messages: list[ModelMessage]
     context: ModelRequestContext
     attempt: int = 1
+    agent: str | None = None  # the name of the agent making it, when it has one
+    depth: int = 0  # 0: the run's own agent; 1: an agent one of its tools runs; and so on
 
     @property
     def model_name(self) -> str:

@@ -1,8 +1,12 @@
 """Find the user's agents from a TARGET: `module:attr`, `module`, `path/to/file.py[:attr]`.
 
-The attribute may be a `pydantic_ai.Agent` or a dict of name → Agent. Without an attribute, the
-module's `agents` dict or its single Agent is taken. Every failure is a `ConfigError` with one line
-a person can act on.
+The attribute may be a `pydantic_ai.Agent`, an `agentkeep.AgentApp`, or a dict of name → either.
+Without an attribute, the module's `agents` dict or its single Agent or AgentApp is taken (an Agent
+that an AgentApp of the module wraps is that app's, not a second candidate). Every failure is a
+`ConfigError` with one line a person can act on.
+
+A served agent's name, strongest first: the dict's key; `AgentApp(name=)`; the agent's own `name`;
+the attribute the TARGET names; the module's name (a file's stem).
 """
 
 from __future__ import annotations
@@ -16,19 +20,20 @@ from typing import Any
 
 from pydantic_ai import Agent
 
+from agentkeep.apps import AgentApp, AgentMap, as_app
 from agentkeep.errors import ConfigError
 
 __all__ = ["AgentMap", "load_agents", "target_source"]
 
-AgentMap = dict[str, "Agent[Any, Any]"]
+_FILE_MODULE_PREFIX = "agentkeep_target_"
 
 
-def load_agents(target: str) -> AgentMap:
-    """Import TARGET and return its agents by name, in definition order."""
+def load_agents(target: str) -> dict[str, AgentApp[Any]]:
+    """Import TARGET and return its agents by name, in definition order, each as an `AgentApp`."""
     module_ref, _, attr = _split(target)
     module = _import(module_ref)
     obj = _pick(module, attr, target)
-    return _as_agent_map(obj, attr or module.__name__.rsplit(".", 1)[-1], target)
+    return _as_apps(obj, attr or module.__name__.rsplit(".", 1)[-1].removeprefix(_FILE_MODULE_PREFIX), target)
 
 
 def target_source(target: str) -> Path | None:
@@ -69,7 +74,7 @@ def _import(module_ref: str) -> ModuleType:
 def _import_file(path: Path) -> ModuleType:
     if not path.is_file():
         raise ConfigError(f"agent file not found: {path}")
-    name = f"agentkeep_target_{path.stem}"
+    name = f"{_FILE_MODULE_PREFIX}{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path.resolve())
     if spec is None or spec.loader is None:
         raise ConfigError(f"cannot load {path} as a Python module")
@@ -91,7 +96,10 @@ def _pick(module: ModuleType, attr: str, target: str) -> object:
         return getattr(module, attr)
     if isinstance(getattr(module, "agents", None), dict):
         return module.agents
-    found = {k: v for k, v in vars(module).items() if isinstance(v, Agent) and not k.startswith("_")}
+    public = {k: v for k, v in vars(module).items() if not k.startswith("_")}
+    apps = {k: v for k, v in public.items() if isinstance(v, AgentApp)}
+    wrapped = {id(app.agent) for app in apps.values()}
+    found = {**apps, **{k: v for k, v in public.items() if isinstance(v, Agent) and id(v) not in wrapped}}
     if len(found) == 1:
         return next(iter(found.values()))
     if not found:
@@ -99,13 +107,18 @@ def _pick(module: ModuleType, attr: str, target: str) -> object:
     raise ConfigError(f"{target!r} defines several agents ({', '.join(found)}); name one as {target}:ATTR")
 
 
-def _as_agent_map(obj: object, default_name: str, target: str) -> AgentMap:
-    if isinstance(obj, Agent):
-        return {obj.name or default_name: obj}
+def _as_apps(obj: object, default_name: str, target: str) -> dict[str, AgentApp[Any]]:
+    if isinstance(obj, Agent | AgentApp):
+        app = as_app(obj)
+        return {app.name or app.agent.name or default_name: app}
     if isinstance(obj, dict) and obj:
-        bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Agent)]
+        bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Agent | AgentApp)]
         if bad:
-            raise ConfigError(f"{target!r}: entries {', '.join(bad)} are not name → pydantic_ai.Agent")
-        return dict(obj)
+            raise ConfigError(
+                f"{target!r}: entries {', '.join(bad)} are not name → pydantic_ai.Agent or agentkeep.AgentApp"
+            )
+        return {name: as_app(served) for name, served in obj.items()}
     kind = type(obj).__name__
-    raise ConfigError(f"{target!r} is a {kind}, not a pydantic_ai.Agent or a dict of name → Agent")
+    raise ConfigError(
+        f"{target!r} is a {kind}, not a pydantic_ai.Agent, an agentkeep.AgentApp or a dict of name → either"
+    )

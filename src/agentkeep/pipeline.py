@@ -1,4 +1,11 @@
-"""Pydantic AI's capability interface, driven by agentkeep's `Hook`s: one instance per run."""
+"""Pydantic AI's capability interface, driven by agentkeep's `Hook`s: one instance per run.
+
+The run's own agent gets the capability at depth 0. While it runs, every agent run its tools (or
+instructions, or validators) start gets a child at depth 1 on the same `RunState` and hooks
+(`agentkeep.nesting`), and so on down: every model request the run causes passes the same budget,
+breakers, retries, metrics and steps, and counts once in the run's usage. A child keeps its own
+messages, so `partial_messages()` stays the run's own.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,10 @@ from pydantic_ai import RunContext
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 from pydantic_ai.models import Model, ModelRequestContext
+from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import ToolDefinition
 
+from agentkeep import nesting
 from agentkeep.failures import ToolError
 from agentkeep.hooks import Hook, ModelCall, ModelProceed, RunState, ToolCall, ToolProceed
 
@@ -24,11 +33,22 @@ class PipelineCapability(AbstractCapability[Any]):
 
     run: RunState
     hooks: Sequence[Hook]
+    models: nesting.ModelPolicy | None = None  # the model an agent run started inside this one uses
+    depth: int = 0  # 0: the run's own agent; 1: an agent its tools run; and so on
     _messages: list[ModelMessage] = field(default_factory=list)
 
     def partial_messages(self) -> list[ModelMessage]:
         """The messages this run added so far, for the record of a run that failed midway."""
         return list(self._messages[self.run.history_len :])
+
+    async def wrap_run(self, ctx: RunContext[Any], *, handler: Callable[[], Awaitable[AgentRunResult[Any]]]) -> Any:
+        # Set around the run body, so agent runs started inside it (in tools) join this run, not
+        # this call itself.
+        with nesting.nested(nesting.Nest(self._child, self.models)):
+            return await handler()
+
+    def _child(self) -> PipelineCapability:
+        return PipelineCapability(self.run, self.hooks, self.models, self.depth + 1)
 
     async def wrap_model_request(
         self,
@@ -38,12 +58,7 @@ class PipelineCapability(AbstractCapability[Any]):
         handler: Callable[[ModelRequestContext], Awaitable[ModelResponse]],
     ) -> ModelResponse:
         self._messages = ctx.messages
-        call = ModelCall(
-            model=request_context.model,
-            messages=request_context.messages,
-            context=request_context,
-            attempt=request_context.attempt,
-        )
+        call = self._call(ctx, request_context)
 
         async def innermost() -> ModelResponse:
             response = await handler(call.context)
@@ -64,12 +79,7 @@ class PipelineCapability(AbstractCapability[Any]):
     async def on_model_request_error(
         self, ctx: RunContext[Any], *, request_context: ModelRequestContext, error: Exception
     ) -> ModelResponse:
-        call = ModelCall(
-            model=request_context.model,
-            messages=request_context.messages,
-            context=request_context,
-            attempt=request_context.attempt,
-        )
+        call = self._call(ctx, request_context)
         for hook in self.hooks:
             await hook.on_model_request_error(self.run, call, error)
         raise error
@@ -103,6 +113,16 @@ class PipelineCapability(AbstractCapability[Any]):
         for hook in reversed(self.hooks):
             proceed = _bind_tool(hook, self.run, tool_call, proceed)
         return await proceed()
+
+    def _call(self, ctx: RunContext[Any], request_context: ModelRequestContext) -> ModelCall:
+        return ModelCall(
+            model=request_context.model,
+            messages=request_context.messages,
+            context=request_context,
+            attempt=request_context.attempt,
+            agent=ctx.agent.name if ctx.agent is not None else None,
+            depth=self.depth,
+        )
 
     def _count(self, response: ModelResponse) -> None:
         usage = self.run.usage

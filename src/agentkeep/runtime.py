@@ -33,18 +33,21 @@ from pydantic_ai.messages import (
     PartStartEvent,
     TextPart,
     TextPartDelta,
+    UserContent,
 )
 from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult, AgentRunResultEvent
 
+from agentkeep import nesting
 from agentkeep.config import Settings
-from agentkeep.errors import Draining, InvalidRequest, NotFound, Overloaded, PayloadTooLarge, RunFailed
+from agentkeep.errors import Draining, InvalidRequest, NotFound, Overloaded, RunFailed
 from agentkeep.failures import classify
 from agentkeep.hooks import Hook, RunState
 from agentkeep.lifecycle import ActiveRuns, RunScope, record_failure, run_scope
 from agentkeep.loader import AgentMap
-from agentkeep.models import resolve_model
+from agentkeep.parts import MessageReader, clean_message, user_content
 from agentkeep.pipeline import PipelineCapability
+from agentkeep.serving import ServedAgents
 from agentkeep.stores.base import RunRecord, RunStatus
 from agentkeep.transcript import load_chunks
 
@@ -68,7 +71,6 @@ log = structlog.get_logger("agentkeep.runtime")
 
 ANONYMOUS_USER = "anonymous"
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _LEASE_MARGIN_S = 30.0  # past the run deadline: time to record the outcome before the lease lapses
 
 
@@ -76,7 +78,7 @@ _LEASE_MARGIN_S = 30.0  # past the run deadline: time to record the outcome befo
 class RunRequest:
     """What a caller asks for, before validation."""
 
-    message: str
+    message: str | Sequence[Any]  # text, or parts (`agentkeep.parts`): text, media by URL, media inline
     user_id: str = ANONYMOUS_USER
     session_id: str | None = None
     agent: str | None = None
@@ -107,16 +109,6 @@ class PreparedRun:
     holds_slot: bool = False
 
 
-def clean_message(message: str, max_chars: int) -> str:
-    """Drop control characters other than newline and tab, trim, and check the length."""
-    text = _CONTROL_CHARS.sub("", message).strip()
-    if not text:
-        raise InvalidRequest("message is empty: send some text in the 'message' field")
-    if len(text) > max_chars:
-        raise PayloadTooLarge(f"message has {len(text)} characters; the limit is {max_chars}")
-    return text
-
-
 def check_session_id(session_id: str) -> str:
     if not SESSION_ID_RE.fullmatch(session_id):
         raise InvalidRequest("session_id must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'")
@@ -132,16 +124,14 @@ class Runtime:
 
     def __init__(self, settings: Settings, agents: AgentMap, store: SQLStore, hooks: Sequence[Hook] = ()) -> None:
         self.settings = settings
-        self.agents = agents
+        self.served = ServedAgents(settings, agents)  # their AgentApps, models, deps and resources
+        self.agents, self.models, self.default_agent = self.served.agents, self.served.models, self.served.default
         self.store = store
         self.hooks = list(hooks)
-        self.default_agent = next(iter(agents))
-        self.models: dict[str, Model | None] = {
-            name: resolve_model(settings.model, agent) for name, agent in agents.items()
-        }
-        self._served = {id(agent): name for name, agent in agents.items()}
+        self.messages = MessageReader(settings)
         self.active = ActiveRuns()
         self.draining = False
+        nesting.install()  # agent runs started inside a run join it (nesting.py)
 
     @property
     def active_runs(self) -> int:
@@ -157,7 +147,7 @@ class Runtime:
 
     async def prepare(self, request: RunRequest) -> PreparedRun:
         """Validate, record and claim: after this returns the run exists and owns its session."""
-        message = clean_message(request.message, self.settings.max_message_chars)
+        message = await self.messages.read(request.message)
         session_id = check_session_id(request.session_id) if request.session_id else new_id("ses")
         agent = request.agent or self.default_agent
         if agent not in self.agents:
@@ -166,12 +156,13 @@ class Runtime:
         try:
             record = self.new_record(
                 agent=agent,
-                input=message,
+                input=message.text,
                 user_id=request.user_id,
                 session_id=session_id,
                 background=request.background,
                 metadata=request.metadata,
                 webhook_url=request.webhook_url,
+                input_parts=message.parts,
             )
             history = load_chunks(await self.store.start_run(record, self.lease_s))
             return PreparedRun(record, history, holds_slot)
@@ -221,6 +212,7 @@ class Runtime:
         run_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         webhook_url: str | None = None,
+        input_parts: list[dict[str, Any]] | None = None,
     ) -> RunRecord:
         """A new run's record, not stored yet: `queued` in the background, else `running` from now;
         on a new session unless `session_id` names one."""
@@ -237,6 +229,7 @@ class Runtime:
             metadata=metadata if metadata is not None else {},
             background=background,
             webhook_url=webhook_url,
+            input_parts=input_parts,
         )
 
     async def fail(self, record: RunRecord, failure: RunFailed) -> None:
@@ -265,7 +258,15 @@ class Runtime:
         recorded once. A `durable` run brings its checkpointing hooks (outermost); `resumed` says
         it executes again; `since` is when its duration counts from, if not now."""
         model = self._model_of(record.agent)
-        state = RunState(record.run_id, record.session_id, record.user_id, record.agent, record.background, model=model)
+        state = RunState(
+            record.run_id,
+            record.session_id,
+            record.user_id,
+            record.agent,
+            record.background,
+            model=model,
+            metadata=record.metadata,
+        )
         hooks = [*durable, *self.hooks] if durable is not None else self.hooks
         return run_scope(
             self.active,
@@ -294,14 +295,14 @@ class Runtime:
         record = prepared.record
         holds_slot, prepared.holds_slot = prepared.holds_slot, False
         async with self.scope(record, durable=durable, resumed=resumed, holds_slot=holds_slot) as run:
-            capability = PipelineCapability(run.state, run.hooks)
+            capability = self.capability(run.state, run.hooks)
             if emit is not None:
                 await emit(RunEvent("run.started", {"run_id": record.run_id, "session_id": record.session_id}))
             try:
                 await run.before_run()
                 result = await self.run_agent(
                     self.agents[record.agent],
-                    record.input,
+                    record.input if record.input_parts is None else user_content(record.input_parts),
                     capability,
                     model=self.models[record.agent],
                     history=prepared.history,
@@ -328,16 +329,19 @@ class Runtime:
                 await emit(RunEvent("run.completed", payload))
             return payload
 
+    def capability(self, state: RunState, hooks: Sequence[Hook]) -> PipelineCapability:
+        """The capability of one agent call of a run: its hooks around every model request and tool
+        call, its own agent's and those of every agent run started inside it (`nesting`)."""
+        return PipelineCapability(state, hooks, models=self.served.nested_model)
+
     def model_for(self, agent: Agent[Any, Any]) -> Model | None:
-        """The model a call of `agent` uses: a served agent's, resolved once at startup; any other's
-        resolved the same way (AGENTKEEP_MODEL's override, or the built-in model)."""
-        name = self._served.get(id(agent))
-        return self.models[name] if name is not None else resolve_model(self.settings.model, agent)
+        """The model a call of `agent` uses (`ServedAgents.model_for`)."""
+        return self.served.model_for(agent)
 
     async def run_agent(
         self,
         agent: Agent[Any, Any],
-        prompt: str,
+        prompt: str | Sequence[UserContent],
         capability: PipelineCapability,
         *,
         model: Model | None,
@@ -345,17 +349,27 @@ class Runtime:
         emit: EventSink | None = None,
         **ids: str,
     ) -> AgentRunResult[Any]:
-        """One agent call under the run's hooks, its cap on model requests and its deadline; with
-        `emit`, streamed. `ids` are Pydantic AI's `run_id` and `conversation_id`, when the call is the run."""
+        """One agent call under the run's hooks, its deps, its limits and its deadline; with `emit`,
+        streamed. `ids` are Pydantic AI's `run_id` and `conversation_id`, when the call is the run.
+
+        Every kind of run calls its agent here (sync, streamed, background, a task's `ask()`, a
+        resumed run), so the deps factory runs for each, in the process that executes it."""
         kwargs: dict[str, Any] = {
             "message_history": history or None,
             "model": model,
-            "usage_limits": UsageLimits(request_limit=self.settings.max_model_requests),
+            "usage_limits": UsageLimits(
+                request_limit=self.settings.max_model_requests,
+                total_tokens_limit=self.settings.max_tokens_per_run,
+                tool_calls_limit=self.settings.max_tool_calls_per_run,
+            ),
             "capabilities": [capability],
             **ids,
         }
         capability.run.history_len = len(history or ())
         async with asyncio.timeout(self.settings.run_timeout_s):
+            deps = await self.served.deps_for(agent, capability.run)
+            if deps is not None:
+                kwargs["deps"] = deps
             if emit is None:
                 return await agent.run(prompt, **kwargs)
             async with agent.run_stream_events(prompt, **kwargs) as events:
@@ -369,9 +383,7 @@ class Runtime:
 
     def _model_of(self, agent: str) -> Model | str | None:
         """The model a run of `agent` will use; None for a task (`task:NAME`), whose agent calls are its own."""
-        if agent not in self.agents:
-            return None
-        return self.models[agent] or self.agents[agent].model
+        return self.served.model_of(agent) if agent in self.agents else None
 
     @staticmethod
     def result_payload(record: RunRecord) -> dict[str, Any]:

@@ -6,6 +6,7 @@ anywhere but the server on 127.0.0.1. Each view's screenshot is written under th
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +93,35 @@ def test_login_then_a_streamed_answer_with_its_tool_call(console: Console, open_
     overflow = page.page.evaluate("() => document.documentElement.scrollWidth")
     assert overflow <= 390, f"the runs view is wider than a phone: {overflow}px"
     page.shot("runs-phone")
+    page.assert_clean()
+
+
+def test_an_attached_image_is_sent_as_a_binary_part(console: Console, open_page: OpenPage, tmp_path: Path) -> None:
+    """Attach a PNG, type a question, send: the model gets the text and the image's bytes, the
+    transcript shows the picture, and the session lists it as a binary part without its data."""
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+    )
+    (tmp_path / "dot.png").write_bytes(png)
+    console.mock.enqueue(priced("a single dot"))
+    page = open_page()
+    page.login(console.alice)
+    page.page.set_input_files("#image", str(tmp_path / "dot.png"))
+    assert page.page.inner_text("#attached") == "dot.png"
+    page.page.fill("#message", "what is this?")
+    page.page.press("#message", "Enter")
+    page.page.locator(".turn.assistant .meta a").wait_for()
+    assert page.page.locator(".turn.user img.attachment").get_attribute("alt") == "dot.png"
+    assert page.page.inner_text("#attached") == ""
+    sent = [m for m in console.mock.requests[-1]["messages"] if m["role"] == "user"][-1]["content"]
+    encoded = base64.b64encode(png).decode()
+    assert sent == [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{encoded}"}},
+    ]
+    session = console.get(f"/v1/sessions/{page.page.inner_text('#session-id')}", console.alice)
+    assert session["messages"][0]["parts"] == [{"type": "binary", "media_type": "image/png"}]
+    page.shot("playground-image")
     page.assert_clean()
 
 

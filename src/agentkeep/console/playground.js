@@ -1,5 +1,6 @@
-// The playground: pick an agent, send a message, watch the answer stream in with its tool calls,
-// continue the session or start a new one, or run in the background and watch the status change.
+// The playground: pick an agent, send a message (with an image attached, if you like), watch the
+// answer stream in with its tool calls, continue the session or start a new one, or run in the
+// background and watch the status change.
 // Its DOM is built once and kept, so leaving for another view and coming back loses nothing, not
 // even a stream in progress.
 
@@ -7,6 +8,7 @@ import { api, streamRun } from "./api.js";
 import { ACTIVE, FINAL, badge, h, ms, plural, poll, runLink, tokens, usd } from "./dom.js";
 
 const BACKGROUND_POLL_MS = 1000;
+const IMAGE_TYPES = "image/png,image/jpeg,image/gif,image/webp"; // what the API accepts as images
 export const CONTINUE_KEY = "agentkeep.continueSession";
 
 let root = null;
@@ -19,10 +21,17 @@ function build() {
   parts.background = h("input", { type: "checkbox", id: "background", name: "background" });
   parts.transcript = h("ol", { class: "transcript", id: "transcript", "aria-live": "polite" });
   parts.message = h("textarea", {
-    id: "message", name: "message", rows: 2, required: true, placeholder: "Message the agent… (Enter sends, Shift+Enter for a new line)",
+    id: "message", name: "message", rows: 2, placeholder: "Message the agent… (Enter sends, Shift+Enter for a new line)",
   });
+  parts.image = h("input", { type: "file", id: "image", name: "image", accept: IMAGE_TYPES, hidden: true });
+  parts.attached = h("span", { class: "attached", id: "attached" });
+  parts.image.addEventListener("change", () => {
+    const file = parts.image.files[0];
+    parts.attached.textContent = file ? file.name : "";
+  });
+  const attach = h("label", { class: "ghost attach", for: "image", title: "Attach an image" }, "Image", parts.image);
   parts.send = h("button", { type: "submit", id: "send" }, "Send");
-  const form = h("form", { class: "composer", onsubmit: onSubmit }, parts.message, parts.send);
+  const form = h("form", { class: "composer", onsubmit: onSubmit }, parts.message, attach, parts.attached, parts.send);
   parts.message.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
@@ -177,14 +186,37 @@ async function sendInBackground(message, agent) {
   poll(async () => show(await api(`/v1/runs/${encodeURIComponent(accepted.run_id)}`)), BACKGROUND_POLL_MS, state.report);
 }
 
+/** The bytes of `file` as base64, for a `binary` part. */
+async function base64Of(file) {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let binary = "";
+  for (let start = 0; start < bytes.length; start += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(start, start + 0x8000));
+  }
+  return btoa(binary);
+}
+
+/** The message as the API takes it: the text alone, or parts when an image is attached. */
+async function composed(text, file) {
+  if (!file) return { message: text, shown: [] };
+  const data = await base64Of(file);
+  const image = h("img", { class: "attachment", src: `data:${file.type};base64,${data}`, alt: file.name });
+  const message = [...(text ? [{ type: "text", text }] : []), { type: "binary", media_type: file.type, data }];
+  return { message, shown: [image] };
+}
+
 async function onSubmit(event) {
   event.preventDefault();
-  const message = parts.message.value.trim();
-  if (!message || state.busy) return;
+  const text = parts.message.value.trim();
+  const file = parts.image.files[0];
+  if ((!text && !file) || state.busy) return;
   state.busy = true;
   parts.send.disabled = true;
   parts.message.value = "";
-  item("user", h("span", { class: "role" }, "you"), h("div", { class: "answer" }, message));
+  parts.image.value = "";
+  parts.attached.textContent = "";
+  const { message, shown } = await composed(text, file);
+  item("user", h("span", { class: "role" }, "you"), h("div", { class: "answer" }, text, ...shown));
   try {
     if (parts.background.checked) await sendInBackground(message, parts.agent.value || undefined);
     else await sendStreamed(message, parts.agent.value || undefined);

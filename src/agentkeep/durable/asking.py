@@ -28,7 +28,6 @@ from pydantic_ai import Agent
 from pydantic_ai.run import AgentRunResult
 
 from agentkeep.hooks import Hook, RunState, Usage
-from agentkeep.pipeline import PipelineCapability
 from agentkeep.runtime import Runtime
 
 __all__ = ["CURRENT", "Tally", "TaskContext", "current_tally", "tally_scope"]
@@ -79,10 +78,11 @@ class TaskContext:
     async def ask(self, agent: Agent[Any, Any], prompt: str) -> AgentRunResult[Any]:
         """Run `agent` on `prompt` as one call of this task's run, on the model the server uses for it."""
         run = self.state
-        call = RunState(run.run_id, run.session_id, run.user_id, run.agent, run.background)
+        call = RunState(run.run_id, run.session_id, run.user_id, run.agent, run.background, metadata=run.metadata)
         call.cost_usd, call.extras = run.cost_usd, run.extras
         try:
-            capability = PipelineCapability(call, self.hooks)
+            # A served agent gets its deps from its factory, with the task's run ids (`Runtime.run_agent`).
+            capability = self.runtime.capability(call, self.hooks)
             return await self.runtime.run_agent(agent, prompt, capability, model=self.runtime.model_for(agent))
         finally:
             self.absorb(call.usage, call.tools_used, call.cost_usd)

@@ -13,6 +13,9 @@ not executed again when the run resumes: its checkpointed result is returned ins
 inside the hook runs for it, so metrics, the budget ledger and the breakers see each real request
 exactly once. What the inner layers counted for a replayed model request (tokens, requests) is
 re-applied to the run's state from the checkpoint; the cost comes back from the budget ledger.
+A tool that runs another agent makes that agent's requests inside its own step (`nesting`: they
+are checkpointed with the tool's result, not as steps of their own), so a tool call's checkpoint
+carries what they counted too, and a replay re-applies it the same way.
 
 A tool call is two steps: a `tool_started` marker, then the call. When a run resumes and finds
 the marker checkpointed but not the call, the tool was cut mid-call: a tool declared idempotent
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from dbos import DBOS, StepOptions
@@ -45,6 +49,16 @@ T = TypeVar("T")
 
 # The counts a model request adds to the run inside this hook (the pipeline's innermost layer).
 _MODEL_COUNTS = ("requests", "input_tokens", "output_tokens")
+# And a tool call, whose body may run agents: everything but itself (the pipeline counts it outside).
+_TOOL_COUNTS = (*_MODEL_COUNTS, "tool_calls")
+
+
+@dataclass
+class _ToolResult:
+    """A tool call's checkpoint: its result, and what the agent runs inside it added to the run."""
+
+    result: Any
+    counted: dict[str, int]
 
 
 class DurableSteps(Hook):
@@ -83,7 +97,11 @@ class DurableSteps(Hook):
         await _step({"name": f"tool_started:{call.name}"}, tool_started)
         idempotent = bool((call.metadata or {}).get("idempotent"))
 
-        async def tool_call() -> Any:
+        executed = False
+
+        async def tool_call() -> _ToolResult:
+            nonlocal executed
+            executed = True
             if not marked_now and not idempotent:
                 # The marker is an earlier execution's and the call never finished: a crash cut it.
                 raise ToolInterrupted(
@@ -91,11 +109,20 @@ class DurableSteps(Hook):
                     "so it was not run again"
                 )
             step = DBOS.step_status.step_id if DBOS.step_status is not None else 0
+            before = run.usage.as_dict()
             # Stable across replays, takeovers and resumes: the run id, and the step's number in order.
             with idempotency_scope(f"{(DBOS.workflow_id or '').split('~', 1)[0]}:{step}"):
-                return await proceed()
+                result = await proceed()
+            after = run.usage.as_dict()
+            return _ToolResult(result, {name: after[name] - before[name] for name in _TOOL_COUNTS})
 
-        return await _step({"name": f"tool:{call.name}"}, tool_call)
+        recorded: Any = await _step({"name": f"tool:{call.name}"}, tool_call)
+        if not isinstance(recorded, _ToolResult):  # checkpointed by a version before nested agents counted
+            return recorded
+        if not executed:
+            for name, value in recorded.counted.items():
+                setattr(run.usage, name, getattr(run.usage, name) + value)
+        return recorded.result
 
 
 async def _step(options: StepOptions, body: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -76,9 +76,9 @@ def check(options: ServeOptions) -> Checked:
     configure_logging(settings)
     agents = load_agents(options.target)
     models = {}
-    for name, agent in agents.items():
-        model = resolve_model(settings.model, agent)  # a missing provider key fails here, before binding
-        models[name] = _model_label(model if model is not None else agent.model)
+    for name, app in agents.items():
+        model = resolve_model(settings.model, app.agent)  # a missing provider key fails here, before binding
+        models[name] = _model_label(model if model is not None else app.agent.model)
     if bool(options.ssl_certfile) != bool(options.ssl_keyfile):
         raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
     for pem in (options.ssl_certfile, options.ssl_keyfile):

@@ -44,7 +44,7 @@ class RunRecord:
     user_id: str
     agent: str
     status: RunStatus
-    input: str
+    input: str  # the message's text (a message of parts: its text parts, joined)
     created_at: float
     metadata: dict[str, Any] = field(default_factory=dict)
     background: bool = False
@@ -60,6 +60,7 @@ class RunRecord:
     duration_ms: float | None = None
     messages_json: bytes | None = None  # the run's new messages, kept even when it failed
     steps_json: bytes | None = None  # its model requests and tool calls, as `observability.steps` wrote them
+    input_parts: list[dict[str, Any]] | None = None  # a message of parts, as `agentkeep.parts` checked them
 
 
 @dataclass

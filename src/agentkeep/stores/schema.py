@@ -84,6 +84,8 @@ runs = sa.Table(
     sa.Column("messages", sa.LargeBinary, nullable=True),
     # The run's model requests and tool calls as a JSON list (`observability.steps`); added by migration 5.
     sa.Column("steps", sa.LargeBinary, nullable=True),
+    # A message of parts (text, images, documents, audio) as JSON; null for a message of text. Migration 6.
+    sa.Column("input_parts", sa.JSON(none_as_null=True), nullable=True),
     sa.Index("ix_agentkeep_runs_session", "user_id", "session_id"),
     sa.Index("ix_agentkeep_runs_user_created", "user_id", "created_at"),
     sa.Index("ix_agentkeep_runs_status", "status"),
@@ -146,12 +148,20 @@ def _run_steps(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _run_input_parts(conn: Connection) -> None:
+    """The runs' `input_parts` column (a database created since has it from `_initial`)."""
+    if "input_parts" not in {column["name"] for column in sa.inspect(conn).get_columns(runs.name)}:
+        column_type = runs.c.input_parts.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {runs.name} ADD COLUMN input_parts {column_type}"))
+
+
 MIGRATIONS: Sequence[Migration] = (
     _initial,
     budget_tables.create_tables,
     _api_keys,
     _workers,
     _run_steps,
+    _run_input_parts,
 )
 """Migration N is MIGRATIONS[N - 1]."""
 

@@ -313,6 +313,7 @@ def _run_row(run: RunRecord) -> dict[str, Any]:
         "duration_ms": run.duration_ms,
         "messages": run.messages_json,
         "steps": run.steps_json,
+        "input_parts": run.input_parts,
     }
 
 
@@ -339,4 +340,5 @@ def _run_from_row(row: Any) -> RunRecord:
         duration_ms=row["duration_ms"],
         messages_json=bytes(row["messages"]) if row["messages"] is not None else None,
         steps_json=bytes(row["steps"]) if row["steps"] is not None else None,
+        input_parts=row["input_parts"],
     )

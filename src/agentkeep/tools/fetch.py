@@ -40,6 +40,7 @@ from ssrfguard import (
     Reach,
     Resolver,
     SSRFGuardError,
+    resolve,
 )
 from ssrfguard.httpx import AsyncClient
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
@@ -139,6 +140,24 @@ class Fetcher:
         except (httpx.HTTPError, httpx.StreamError) as exc:
             raise ToolFailure(f"fetching {shown!r} failed: {type(exc).__name__}: {_one_line(exc)}") from None
 
+    async def refusal(self, url: str) -> str | None:
+        """Why `fetch` would refuse `url` before sending anything, or None: the same checks (scheme,
+        port, host lists, every address the name resolves to), for a URL someone else will fetch
+        (an image a run is given). The name is resolved once more when it is fetched."""
+        try:
+            async with asyncio.timeout(self.policy.timeout_s):
+                target = self._guard.check_url(url)
+                if self._is_denied(target.host):
+                    return f"host {_normal_host(target.host)!r} is on the deny list"
+                await asyncio.to_thread(resolve, target, policy=self._guard, resolver=self._resolver)
+        except SSRFGuardError as exc:
+            return _refusal(exc, url)
+        except TimeoutError:
+            return f"its host did not resolve within {self.policy.timeout_s:g} s"
+        except OSError:  # socket.gaierror: a name that does not exist
+            return "its host does not resolve"
+        return None
+
     async def _fetch(self, url: str) -> FetchResult:
         async with (
             AsyncClient(
@@ -166,9 +185,12 @@ class Fetcher:
     async def _check_deny_list(self, request: httpx.Request) -> None:
         """Runs before every hop, redirects included, and before any lookup."""
         host = _normal_host(request.url.raw_host.decode("ascii", "replace"))
-        for denied in self._denied:
-            if host == denied or host.endswith("." + denied):
-                raise ToolRefused(f"fetch_url refused {str(request.url)!r}: host {host!r} is on the deny list")
+        if self._is_denied(host):
+            raise ToolRefused(f"fetch_url refused {str(request.url)!r}: host {host!r} is on the deny list")
+
+    def _is_denied(self, host: str) -> bool:
+        host = _normal_host(host)
+        return any(host == denied or host.endswith("." + denied) for denied in self._denied)
 
 
 @functools.cache

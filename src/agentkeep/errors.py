@@ -13,6 +13,8 @@ Every error a user can see derives from `AgentkeepError` and carries its `type` 
     ├── NotFound                       404 not_found
     ├── MethodNotAllowed               405 method_not_allowed
     ├── SessionBusy                    409 session_busy
+    │   └── ApprovalPending            409 approval_pending    (its run waits for a decision)
+    ├── NotWaiting                     409 not_waiting
     ├── PayloadTooLarge                413 payload_too_large
     ├── ValidationFailed               422 validation_error
     ├── RateLimited                    429 rate_limited        (Retry-After)
@@ -41,6 +43,7 @@ __all__ = [
     "RUN_FAILURE_STATUS",
     "RUN_FAILURE_TYPES",
     "AgentkeepError",
+    "ApprovalPending",
     "BudgetExceeded",
     "CircuitOpen",
     "ConfigError",
@@ -48,6 +51,7 @@ __all__ = [
     "InvalidRequest",
     "MethodNotAllowed",
     "NotFound",
+    "NotWaiting",
     "Overloaded",
     "PayloadTooLarge",
     "PriceUnknown",
@@ -147,6 +151,19 @@ class MethodNotAllowed(AgentkeepError):
 
 class SessionBusy(AgentkeepError):
     type = "session_busy"
+    status = 409
+
+
+class ApprovalPending(SessionBusy):
+    """The session's run waits for a decision on a tool call: resume or cancel it first."""
+
+    type = "approval_pending"
+
+
+class NotWaiting(AgentkeepError):
+    """A resume of a run that is not waiting for a decision (never was, or was resumed already)."""
+
+    type = "not_waiting"
     status = 409
 
 

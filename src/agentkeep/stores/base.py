@@ -51,16 +51,22 @@ class RunRecord:
     webhook_url: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
-    output: str | None = None
+    output: Any = None  # the agent's output as a JSON value (a str for a text agent); None: none yet
     error_type: str | None = None
     error_message: str | None = None
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = None
     tools_used: list[str] = field(default_factory=list)
     duration_ms: float | None = None
-    messages_json: bytes | None = None  # the run's new messages, kept even when it failed
+    messages_json: bytes | None = None  # the run's new messages, kept even when it failed (and while it waits)
     steps_json: bytes | None = None  # its model requests and tool calls, as `observability.steps` wrote them
     input_parts: list[dict[str, Any]] | None = None  # a message of parts, as `agentkeep.parts` checked them
+    # While it waits for tool decisions: the calls as the API lists them, what it needs to continue
+    # (`agentkeep.deferred`: the requests, sibling results, then the decisions) and its deadline.
+    pending: list[dict[str, Any]] | None = None
+    deferred_json: bytes | None = None
+    waiting_until: float | None = None
+    resumes: int = 0  # resumes after a wait so far: part of its ids (Pydantic AI's run id, idempotency keys)
 
 
 @dataclass

@@ -74,6 +74,7 @@ runs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
+    # The agent's output as JSON text (a string for a text agent); JSON since migration 7.
     sa.Column("output", sa.Text, nullable=True),
     sa.Column("error_type", sa.String(64), nullable=True),
     sa.Column("error_message", sa.Text, nullable=True),
@@ -86,6 +87,12 @@ runs = sa.Table(
     sa.Column("steps", sa.LargeBinary, nullable=True),
     # A message of parts (text, images, documents, audio) as JSON; null for a message of text. Migration 6.
     sa.Column("input_parts", sa.JSON(none_as_null=True), nullable=True),
+    # A run waiting for tool decisions (`stores.waiting`): the calls as the API lists them, what it
+    # needs to continue, its deadline, and how often it was resumed; added by migration 7.
+    sa.Column("pending", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("deferred", sa.LargeBinary, nullable=True),
+    sa.Column("waiting_until", sa.Float, nullable=True),
+    sa.Column("resumes", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Index("ix_agentkeep_runs_session", "user_id", "session_id"),
     sa.Index("ix_agentkeep_runs_user_created", "user_id", "created_at"),
     sa.Index("ix_agentkeep_runs_status", "status"),
@@ -155,6 +162,24 @@ def _run_input_parts(conn: Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE {runs.name} ADD COLUMN input_parts {column_type}"))
 
 
+def _waiting_runs(conn: Connection) -> None:
+    """The runs' columns for waiting on tool decisions, and `output` as JSON text.
+
+    An output stored before was the text itself: it becomes that text as a JSON string, so every
+    row reads back the same way (a structured output stored then as its JSON text stays that string).
+    """
+    have = {column["name"] for column in sa.inspect(conn).get_columns(runs.name)}
+    for name in ("pending", "deferred", "waiting_until", "resumes"):
+        if name not in have:
+            column = runs.c[name]
+            kind = column.type.compile(dialect=conn.dialect)
+            extra = " NOT NULL DEFAULT 0" if name == "resumes" else ""
+            conn.execute(sa.text(f"ALTER TABLE {runs.name} ADD COLUMN {name} {kind}{extra}"))
+    quote = "to_json(output)::text" if conn.dialect.name == "postgresql" else "json_quote(output)"
+    # Our own table name and a fixed function: nothing from outside reaches this statement.
+    conn.execute(sa.text(f"UPDATE {runs.name} SET output = {quote} WHERE output IS NOT NULL"))  # noqa: S608
+
+
 MIGRATIONS: Sequence[Migration] = (
     _initial,
     budget_tables.create_tables,
@@ -162,6 +187,7 @@ MIGRATIONS: Sequence[Migration] = (
     _workers,
     _run_steps,
     _run_input_parts,
+    _waiting_runs,
 )
 """Migration N is MIGRATIONS[N - 1]."""
 

@@ -10,11 +10,13 @@ run or a session is conditional, so two processes racing on the same run or sess
                       lease from `POST /v1/runs` may have run out while it waited in the queue
     mark_running()    queued → running, unless it finished meanwhile (a cancel may have come first)
     finish_run()      its outcome, once: only a run not yet finished is written
+    (waiting)         a run paused for a tool decision, resumed or closed: `stores.waiting`, a base
     cancel_run()      recorded `cancelled`, session freed, unless the run finished first
     prune_runs()      finished runs older than the retention period are deleted
 
 The other tables' statements live beside this module: API keys in `keys`, the durable engine's
-worker heartbeats in `workers`, the read-only reports in `reports`.
+worker heartbeats in `workers`, the read-only reports in `reports`; how a run is a row is `rows`,
+how a run's end writes its session is `history`.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agentkeep.errors import SessionBusy
+from agentkeep.errors import ApprovalPending, SessionBusy
 from agentkeep.sqlite import precompiled
 from agentkeep.stores import reports, schema
-from agentkeep.stores.base import HourUsage, RunQuery, RunRecord, RunStatus, SessionRecord, Usage
-from agentkeep.stores.database import Database
+from agentkeep.stores.base import HourUsage, RunQuery, RunRecord, RunStatus, SessionRecord
+from agentkeep.stores.history import read_history, release_session
+from agentkeep.stores.rows import run_from_row, run_row
+from agentkeep.stores.waiting import WaitingRuns
 
 __all__ = ["SQLStore"]
 # A run's outcome is written once: only a run still in one of these may be moved to a final status.
@@ -38,7 +42,7 @@ _FINISHED = [status.value for status in RunStatus if status.finished]
 
 # A run's statements, built once with every value a parameter (named `b_…` where a column's own name
 # is taken by the SET clause): cheap for SQLAlchemy to cache, and run directly on SQLite's driver.
-_s, _h, _r = schema.sessions, schema.session_history, schema.runs
+_s, _r = schema.sessions, schema.runs
 _SESSION = (_s.c.user_id == sa.bindparam("b_user_id"), _s.c.session_id == sa.bindparam("b_session_id"))
 _FREE = (_s.c.busy_run_id.is_(None), _s.c.busy_until < sa.bindparam("b_now"))
 _TAKE: dict[str, Any] = {"busy_run_id": sa.bindparam("b_run_id"), "busy_until": sa.bindparam("b_until")}
@@ -48,29 +52,13 @@ _CLAIM_AGAIN = precompiled(
     _s.update().where(*_SESSION, sa.or_(_s.c.busy_run_id == sa.bindparam("b_run_id"), *_FREE)).values(**_TAKE)
 )
 _INSERT_RUN = precompiled(_r.insert())
-_HISTORY = precompiled(
-    sa.select(_h.c.messages)
-    .where(_h.c.user_id == sa.bindparam("b_user_id"), _h.c.session_id == sa.bindparam("b_session_id"))
-    .order_by(_h.c.seq)
-)
 # `status IN (…)` as ORs: an IN list is expanded per execution, these are plain parameters.
 _RECORD_RUN = precompiled(
     _r.update().where(_r.c.run_id == sa.bindparam("b_run_id"), sa.or_(*(_r.c.status == v for v in _UNFINISHED)))
 )
-_RELEASE = precompiled(
-    _s.update()
-    .where(*_SESSION, _s.c.busy_run_id == sa.bindparam("b_run_id"))
-    .values(busy_run_id=None, busy_until=None, updated_at=sa.bindparam("b_now"))
-)
-_NEXT_SEQ = precompiled(
-    sa.select(sa.func.coalesce(sa.func.max(_h.c.seq), 0) + 1).where(
-        _h.c.user_id == sa.bindparam("b_user_id"), _h.c.session_id == sa.bindparam("b_session_id")
-    )
-)
-_APPEND = precompiled(_h.insert())
 
 
-class SQLStore(Database):
+class SQLStore(WaitingRuns):
     """Sessions and runs in SQLite or PostgreSQL."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
@@ -83,13 +71,19 @@ class SQLStore(Database):
         """Record `run` and make it its session's only writer; return the session's history chunks.
 
         Creates the session when it does not exist. Raises `SessionBusy`, recording nothing, while
-        another run holds an unexpired lease on the session, whichever process holds it.
+        another run holds an unexpired lease on the session, whichever process holds it;
+        `ApprovalPending` when that run waits for a decision on a tool call.
         """
         async with self.writer() as conn:
             if not await self._take_session(conn, run, lease_s, again=False):
+                if await self.waiting_holds(conn, run.user_id, run.session_id):
+                    raise ApprovalPending(
+                        f"session {run.session_id!r} has a run waiting for a tool decision: "
+                        "resume it (POST /v1/runs/{run_id}/resume) or cancel it first"
+                    )
                 raise SessionBusy(f"session {run.session_id!r} is running another request; retry when it finishes")
-            await conn.execute(_INSERT_RUN, _run_row(run))
-            return await self._history(conn, run.user_id, run.session_id)
+            await conn.execute(_INSERT_RUN, run_row(run))
+            return await read_history(conn, run.user_id, run.session_id)
 
     async def claim_session(self, run: RunRecord, lease_s: float) -> list[bytes] | None:
         """Make a recorded run its session's writer for `lease_s` more seconds, as it starts executing;
@@ -99,7 +93,7 @@ class SQLStore(Database):
         async with self.writer() as conn:
             if not await self._take_session(conn, run, lease_s, again=True):
                 return None
-            return await self._history(conn, run.user_id, run.session_id)
+            return await read_history(conn, run.user_id, run.session_id)
 
     async def _take_session(self, conn: AsyncConnection, run: RunRecord, lease_s: float, *, again: bool) -> bool:
         now = time.time()
@@ -122,11 +116,6 @@ class SQLStore(Database):
 
         return sqlite_insert(table).on_conflict_do_nothing()
 
-    @staticmethod
-    async def _history(conn: AsyncConnection, user_id: str, session_id: str) -> list[bytes]:
-        rows = await conn.execute(_HISTORY, {"b_user_id": user_id, "b_session_id": session_id})
-        return [bytes(r) for r in rows.scalars()]
-
     async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
         """The session, if it exists for `user_id`."""
         s, r = schema.sessions, schema.runs
@@ -140,7 +129,7 @@ class SQLStore(Database):
             ).first()
             if row is None:
                 return None
-            history = await self._history(conn, user_id, session_id)
+            history = await read_history(conn, user_id, session_id)
             cost = (
                 await conn.execute(
                     sa.select(sa.func.sum(r.c.cost_usd)).where(r.c.user_id == user_id, r.c.session_id == session_id)
@@ -163,6 +152,8 @@ class SQLStore(Database):
             if row is None:
                 return False
             if row.busy_run_id is not None and (row.busy_until or 0) >= now:
+                if await self.waiting_holds(conn, user_id, session_id):
+                    raise ApprovalPending(f"session {session_id!r} has a run waiting for a tool decision: cancel it")
                 raise SessionBusy(f"session {session_id!r} is running a request; delete it when it finishes")
             await conn.execute(h.delete().where(h.c.user_id == user_id, h.c.session_id == session_id))
             await conn.execute(s.delete().where(s.c.user_id == user_id, s.c.session_id == session_id))
@@ -182,7 +173,7 @@ class SQLStore(Database):
     async def create_run(self, run: RunRecord) -> None:
         """Record a new run that needs no session (a task's)."""
         async with self.writer() as conn:
-            await conn.execute(schema.runs.insert(), _run_row(run))
+            await conn.execute(schema.runs.insert(), run_row(run))
 
     async def mark_running(self, run_id: str) -> float | None:
         """Mark a queued run running; return when it started, or None once it has finished (a cancel
@@ -207,27 +198,12 @@ class SQLStore(Database):
         written, and False says so."""
         now = time.time()
         async with self.writer() as conn:
-            row = _run_row(run)
+            row = run_row(run)
             del row["run_id"]
             recorded = await conn.execute(_RECORD_RUN, {**row, "b_run_id": run.run_id})
             if recorded.rowcount != 1:
                 return False  # it finished meanwhile (a cancel came first): that outcome stands, the session untouched
-            session = {"b_user_id": run.user_id, "b_session_id": run.session_id}
-            released = await conn.execute(_RELEASE, {**session, "b_run_id": run.run_id, "b_now": now})
-            # A run whose lease lapsed (and may have been taken over) must not write into the history.
-            if append_to_session is not None and released.rowcount == 1:
-                next_seq = (await conn.execute(_NEXT_SEQ, session)).scalar_one()
-                await conn.execute(
-                    _APPEND,
-                    {
-                        "user_id": run.user_id,
-                        "session_id": run.session_id,
-                        "seq": next_seq,
-                        "run_id": run.run_id,
-                        "messages": append_to_session,
-                        "created_at": now,
-                    },
-                )
+            await release_session(conn, run, append_to_session, now)
         return True
 
     async def cancel_run(self, run: RunRecord, *, only_queued: bool) -> bool:
@@ -278,7 +254,7 @@ class SQLStore(Database):
         owner = () if user_id is None else (r.c.user_id == user_id,)
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(r).where(r.c.run_id == run_id, *owner))).first()
-        return None if row is None else _run_from_row(row._mapping)
+        return None if row is None else run_from_row(row._mapping)
 
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """Runs matching `query`, newest first, as summaries: their input, output, messages, steps
@@ -288,57 +264,3 @@ class SQLStore(Database):
     async def usage_by_hour(self, user_id: str, since: float, hours: int) -> list[HourUsage]:
         """`hours` consecutive hours from `since` (the start of an hour), oldest first, zero-filled."""
         return await reports.usage_by_hour(self.engine, user_id, since, hours)
-
-
-def _run_row(run: RunRecord) -> dict[str, Any]:
-    return {
-        "run_id": run.run_id,
-        "user_id": run.user_id,
-        "session_id": run.session_id,
-        "agent": run.agent,
-        "status": run.status.value,
-        "input": run.input,
-        "metadata": run.metadata,
-        "background": run.background,
-        "webhook_url": run.webhook_url,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "output": run.output,
-        "error_type": run.error_type,
-        "error_message": run.error_message,
-        "usage": run.usage.as_dict(),
-        "cost_usd": run.cost_usd,
-        "tools_used": run.tools_used,
-        "duration_ms": run.duration_ms,
-        "messages": run.messages_json,
-        "steps": run.steps_json,
-        "input_parts": run.input_parts,
-    }
-
-
-def _run_from_row(row: Any) -> RunRecord:
-    return RunRecord(
-        run_id=row["run_id"],
-        session_id=row["session_id"],
-        user_id=row["user_id"],
-        agent=row["agent"],
-        status=RunStatus(row["status"]),
-        input=row["input"],
-        created_at=row["created_at"],
-        metadata=row["metadata"] or {},
-        background=bool(row["background"]),
-        webhook_url=row["webhook_url"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        output=row["output"],
-        error_type=row["error_type"],
-        error_message=row["error_message"],
-        usage=Usage.from_dict(row["usage"]),
-        cost_usd=row["cost_usd"],
-        tools_used=list(row["tools_used"] or []),
-        duration_ms=row["duration_ms"],
-        messages_json=bytes(row["messages"]) if row["messages"] is not None else None,
-        steps_json=bytes(row["steps"]) if row["steps"] is not None else None,
-        input_parts=row["input_parts"],
-    )

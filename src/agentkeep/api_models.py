@@ -8,16 +8,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentkeep.parts import Part
-from agentkeep.stores.base import RunRecord
+from agentkeep.stores.base import RunRecord, RunStatus
 
 __all__ = [
     "ERROR_RESPONSES",
+    "ApprovalDecision",
     "ErrorBody",
     "ErrorOut",
     "HealthOut",
     "LiveOut",
     "MessageOut",
+    "PendingOut",
     "ReadyOut",
+    "ResumeCreate",
     "RunAcceptedOut",
     "RunCreate",
     "RunOut",
@@ -25,6 +28,7 @@ __all__ = [
     "SessionOut",
     "TaskCreate",
     "UsageOut",
+    "run_result",
     "run_view",
 ]
 
@@ -52,6 +56,31 @@ class RunCreate(BaseModel):
     metadata: dict[str, Any] | None = Field(None, description="Stored with the run, returned as given.")
 
 
+class ApprovalDecision(BaseModel):
+    """A decision on one tool call, when `true` / `false` is not enough."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approved: bool
+    message: str | None = Field(None, max_length=2000, description="Denied: what the model is told instead.")
+    args: dict[str, Any] | None = Field(None, description="Approved: the arguments the tool runs with instead.")
+
+
+class ResumeCreate(BaseModel):
+    """Body of `POST /v1/runs/{run_id}/resume`: an answer for every pending call of the run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approvals: dict[str, bool | ApprovalDecision] = Field(
+        default_factory=dict, description="Per `tool_call_id` of an `approval` call: run it (or not)."
+    )
+    results: dict[str, Any] = Field(
+        default_factory=dict, description="Per `tool_call_id` of an `external` call: its result, any JSON value."
+    )
+    stream: bool = Field(False, description="Answer as a `text/event-stream` of run events.")
+    background: bool = Field(False, description="Queue the rest of the run and answer 202 at once.")
+
+
 class TaskCreate(BaseModel):
     """Body of `POST /v1/tasks/{name}`."""
 
@@ -68,17 +97,30 @@ class UsageOut(BaseModel):
     tool_calls: int
 
 
+_OUTPUT = "The agent's output as JSON: a string for a text agent, the object (array, number, …) of a structured one."
+
+
+class PendingOut(BaseModel):
+    """A tool call that waits for a decision (`approval`) or for its result from outside (`external`)."""
+
+    tool_call_id: str
+    tool_name: str
+    args: dict[str, Any]
+    kind: Literal["approval", "external"]
+
+
 class RunResultOut(BaseModel):
-    """A finished synchronous run."""
+    """A synchronous run that finished, or that waits for decisions on tool calls (`pending`)."""
 
     run_id: str
     session_id: str
-    status: Literal["succeeded"]
-    output: str
+    status: Literal["succeeded", "waiting_approval"]
+    output: Any = Field(description=_OUTPUT + " Null while the run waits.")
     tools_used: list[str]
     usage: UsageOut
     cost_usd: float | None
     duration_ms: float
+    pending: list[PendingOut] | None = Field(None, description="While it waits: the calls to answer by resuming it.")
 
 
 class RunAcceptedOut(BaseModel):
@@ -107,7 +149,8 @@ class RunOut(BaseModel):
     session_id: str
     agent: str
     status: str
-    output: str | None = None
+    output: Any = Field(None, description=_OUTPUT)
+    pending: list[PendingOut] | None = Field(None, description="While it waits: the calls to answer by resuming it.")
     error: ErrorBody | None = None
     usage: UsageOut
     cost_usd: float | None
@@ -158,13 +201,30 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         401: "Missing or unknown API key",
         402: "Budget exceeded or price unknown",
         404: "Not found",
-        409: "Session busy",
+        409: "Session busy, its run waiting for approval, or the run not waiting",
         413: "Payload too large",
         422: "Validation error",
         429: "Rate limited",
         503: "Draining, overloaded or circuit open",
     }.items()
 }
+
+
+def run_result(record: RunRecord) -> dict[str, Any]:
+    """A run as `POST /v1/runs` answers it (the RunResult): succeeded, or waiting with its `pending` calls."""
+    result = {
+        "run_id": record.run_id,
+        "session_id": record.session_id,
+        "status": record.status.value,
+        "output": record.output,
+        "tools_used": record.tools_used,
+        "usage": record.usage.as_dict(),
+        "cost_usd": record.cost_usd,
+        "duration_ms": round(record.duration_ms or 0.0, 3),
+    }
+    if record.status is RunStatus.WAITING_APPROVAL:
+        result["pending"] = record.pending or []
+    return result
 
 
 def run_view(record: RunRecord) -> dict[str, Any]:
@@ -185,6 +245,8 @@ def run_view(record: RunRecord) -> dict[str, Any]:
     }
     if record.output is not None:
         view["output"] = record.output
+    if record.status is RunStatus.WAITING_APPROVAL:
+        view["pending"] = record.pending or []
     if record.error_type is not None:
         view["error"] = {"type": record.error_type, "message": record.error_message or ""}
     return view

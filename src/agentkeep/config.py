@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     max_concurrent_runs: int = Field(100, ge=1, description="Per process; above it new runs get 503.")
     drain_timeout_s: float = Field(30.0, ge=0, description="Graceful shutdown drain.")
     run_timeout_s: float = Field(300.0, gt=0, description="Deadline of one run.")
+    approval_timeout_s: float = Field(
+        86_400.0, gt=0, description="A run waiting for a tool decision is cancelled (its calls denied) after this."
+    )
     model_request_timeout_s: float = Field(120.0, gt=0, description="Deadline of one model request.")
     max_model_requests: int = Field(50, ge=1, description="Cap on model requests per run.")
     max_tokens_per_run: int | None = Field(

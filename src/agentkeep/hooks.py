@@ -73,6 +73,7 @@ class RunState:
     model: Model | str | None = None
     history_len: int = 0  # messages of session history the run started from; the rest are its own
     metadata: dict[str, Any] = field(default_factory=dict)  # the request's, as given
+    resumes: int = 0  # how many times the run was resumed after waiting for a tool decision
     started: float = field(default_factory=time.monotonic)
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = 0.0

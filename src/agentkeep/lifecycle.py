@@ -4,7 +4,8 @@
                  tasks that `interrupt()` (a drain out of time) cancels
     RunScope     one run from its start to its recorded end: it holds an active-run slot, calls
                  the hooks' `before_run` and, however it ends, `after_run`; it records the outcome
-                 once (`succeed` / `fail`). A durable run interrupted here, or detached by its
+                 once (`succeed` / `fail`, or `wait`: paused on tool decisions, its session kept
+                 for the resume, which opens a scope of its own). A durable run interrupted here, or detached by its
                  checkpoints, leaves the scope as `Detached`, recording nothing, for a later
                  execution to resume
     run_scope()  the context manager that opens a `RunScope`; inside it the file tools act for
@@ -29,7 +30,7 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from agentkeep.errors import AgentkeepError, RunFailed
 from agentkeep.failures import Detached
 from agentkeep.hooks import Hook, RunOutcome, RunState
-from agentkeep.observability.steps import steps_json
+from agentkeep.observability.steps import joined_steps, steps_json
 from agentkeep.stores.base import RunRecord, RunStatus
 from agentkeep.tools.scope import bound_to
 
@@ -117,6 +118,9 @@ class RunScope:
     durable: bool = False  # checkpointed: interrupted or detached, it records nothing
     resumed: bool = False  # a durable run executing again after a crash, a drain or a takeover
     since: float | None = None  # UNIX time its duration counts from, when not this execution's start
+    # A run resumed after waiting for tool decisions: the time it ran and the steps it took before.
+    prior_ms: float = 0.0
+    prior_steps: bytes | None = None
     outcome: RunOutcome = field(default_factory=lambda: RunOutcome(RunStatus.FAILED.value))
     _cut: bool | None = None
 
@@ -140,8 +144,8 @@ class RunScope:
         """Whether `exc` leaves this durable run unfinished for a later execution, recording nothing."""
         return self.durable and (isinstance(exc, Detached) or self.interrupted_here(exc))
 
-    async def succeed(self, output: str, messages: list[ModelMessage] | None = None) -> bool:
-        """Record the run succeeded with `output`, appending `messages` to its session when given.
+    async def succeed(self, output: Any, messages: list[ModelMessage] | None = None) -> bool:
+        """Record the run succeeded with `output` (a JSON value), appending `messages` to its session when given.
 
         False when a cancel was recorded first: the run then stays `cancelled`, its answer not kept."""
         record = self.record
@@ -152,6 +156,28 @@ class RunScope:
         self.outcome = (
             RunOutcome(RunStatus.SUCCEEDED.value) if kept else RunOutcome(RunStatus.CANCELLED.value, "cancelled")
         )
+        return kept
+
+    async def wait(
+        self, pending: list[dict[str, Any]], deferred: bytes, messages: list[ModelMessage], until: float, lease_s: float
+    ) -> bool:
+        """Record the run waiting for decisions on its `pending` calls until `until`, with its
+        `messages` so far and what it needs to continue (`deferred`), its session kept for it.
+
+        False when a cancel was recorded first: the run then stays `cancelled`."""
+        record = self.record
+        record.status, record.pending, record.deferred_json, record.waiting_until = (
+            RunStatus.WAITING_APPROVAL,
+            pending,
+            deferred,
+            until,
+        )
+        self._fill()
+        record.finished_at = None
+        record.messages_json = ModelMessagesTypeAdapter.dump_json(messages)
+        kept = await shielded(self.store.pause_run(record, until + lease_s))
+        waiting = RunStatus.WAITING_APPROVAL.value
+        self.outcome = RunOutcome(waiting) if kept else RunOutcome(RunStatus.CANCELLED.value, "cancelled")
         return kept
 
     async def fail(
@@ -169,8 +195,9 @@ class RunScope:
         if self.since is not None:
             record.duration_ms = (record.finished_at - self.since) * 1000
         else:
-            record.duration_ms = (time.monotonic() - state.started) * 1000
-        record.usage, record.cost_usd, record.steps_json = state.usage, state.cost_usd, steps_json(state)
+            record.duration_ms = self.prior_ms + (time.monotonic() - state.started) * 1000
+        record.usage, record.cost_usd = state.usage, state.cost_usd
+        record.steps_json = joined_steps(self.prior_steps, steps_json(state))
         record.tools_used = list(state.tools_used)
 
 

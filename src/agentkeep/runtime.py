@@ -2,7 +2,9 @@
 
     prepare()  validate the input, pick the agent, admit the run, record it and claim its session
     execute()  load history → run the agent with the hooks around every model request and tool
-               call → persist the new messages and the run's outcome in one transaction
+               call → persist the new messages and the run's outcome in one transaction; or, when
+               a tool call waits for a decision (`agentkeep.deferred`), the run's state so far,
+               its session kept: `agentkeep.approvals` resumes it through `execute` again
 
 and the pieces every other kind of run is built from, so there is one life of a run: `admit_run()`
 (refusals before anything is stored), `new_record()`, `lease_s`, `scope()` (`agentkeep.lifecycle`:
@@ -18,37 +20,32 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic_ai import Agent, UsageLimits
-from pydantic_ai.messages import (
-    FunctionToolCallEvent,
-    FunctionToolResultEvent,
-    ModelMessage,
-    PartDeltaEvent,
-    PartStartEvent,
-    TextPart,
-    TextPartDelta,
-    UserContent,
-)
+from pydantic_ai.messages import ModelMessage, UserContent
 from pydantic_ai.models import Model
-from pydantic_ai.run import AgentRunResult, AgentRunResultEvent
+from pydantic_ai.run import AgentRunResult
+from pydantic_core import to_jsonable_python
 
 from agentkeep import nesting
+from agentkeep.api_models import run_result
 from agentkeep.config import Settings
+from agentkeep.deferred import AgentCall, Deferral, Paused, Pending
 from agentkeep.errors import Draining, InvalidRequest, NotFound, Overloaded, RunFailed
 from agentkeep.failures import classify
-from agentkeep.hooks import Hook, RunState
+from agentkeep.hooks import Hook, RunState, Usage
 from agentkeep.lifecycle import ActiveRuns, RunScope, record_failure, run_scope
 from agentkeep.loader import AgentMap
-from agentkeep.parts import MessageReader, clean_message, user_content
+from agentkeep.parts import MessageReader, clean_message
 from agentkeep.pipeline import PipelineCapability
 from agentkeep.serving import ServedAgents
 from agentkeep.stores.base import RunRecord, RunStatus
+from agentkeep.streaming import EventSink, RunEvent, stream_agent
 from agentkeep.transcript import load_chunks
 
 if TYPE_CHECKING:  # an annotation only: importing the runtime does not load SQLAlchemy
@@ -88,17 +85,6 @@ class RunRequest:
 
 
 @dataclass
-class RunEvent:
-    """One streamed event: `run.started`, `text.delta`, `tool.call`, `tool.result`, `run.completed`, `run.failed`."""
-
-    name: str
-    data: dict[str, Any]
-
-
-EventSink = Callable[[RunEvent], Awaitable[None]]
-
-
-@dataclass
 class PreparedRun:
     """A run that is recorded and holds its session, ready to execute."""
 
@@ -129,6 +115,7 @@ class Runtime:
         self.store = store
         self.hooks = list(hooks)
         self.messages = MessageReader(settings)
+        self.deferrals = {name: Deferral.of(agent) for name, agent in self.agents.items()}
         self.active = ActiveRuns()
         self.draining = False
         nesting.install()  # agent runs started inside a run join it (nesting.py)
@@ -267,6 +254,9 @@ class Runtime:
             model=model,
             metadata=record.metadata,
         )
+        if record.resumes:  # it continues after a wait: what it used before counts on
+            state.resumes, state.tools_used = record.resumes, list(record.tools_used)
+            state.usage = Usage.from_dict(record.usage.as_dict())
         hooks = [*durable, *self.hooks] if durable is not None else self.hooks
         return run_scope(
             self.active,
@@ -294,40 +284,66 @@ class Runtime:
         elsewhere it raises `Detached`, recording nothing, and a later execution resumes it."""
         record = prepared.record
         holds_slot, prepared.holds_slot = prepared.holds_slot, False
+        call = AgentCall.of(record, self.deferrals[record.agent], prepared.history)
+        earlier = call.earlier  # a resumed run's messages up to its pause
         async with self.scope(record, durable=durable, resumed=resumed, holds_slot=holds_slot) as run:
+            if record.resumes:
+                run.prior_ms, run.prior_steps = record.duration_ms or 0.0, record.steps_json
             capability = self.capability(run.state, run.hooks)
             if emit is not None:
                 await emit(RunEvent("run.started", {"run_id": record.run_id, "session_id": record.session_id}))
             try:
                 await run.before_run()
-                result = await self.run_agent(
-                    self.agents[record.agent],
-                    record.input if record.input_parts is None else user_content(record.input_parts),
-                    capability,
-                    model=self.models[record.agent],
-                    history=prepared.history,
-                    emit=emit,
-                    run_id=record.run_id,
-                    conversation_id=record.session_id,
-                )
+                ended = await self._turn(record, call, capability, emit)
             except BaseException as exc:
                 if run.detaches(exc):
                     raise  # the scope leaves it unfinished, recording nothing
                 failure = classify(exc)
                 if failure.error_type == "internal_error":
                     log.error("run_internal_error", run_id=record.run_id, exc_info=exc)
-                await run.fail(failure, exc, partial=capability.partial_messages())
+                await run.fail(failure, exc, partial=[*earlier, *capability.partial_messages()])
                 if emit is not None:
                     await emit(RunEvent("run.failed", failure.envelope()))
                 if isinstance(exc, asyncio.CancelledError) and not run.interrupted_here(exc):
                     raise
                 raise failure from None
-            if not await run.succeed(_output_text(result.output), result.new_messages()):
-                raise RunFailed("cancelled", "the run was cancelled as it finished; its answer was not kept")
-            payload = self.result_payload(record)
+            if isinstance(ended, Paused):
+                pending = Pending.of(ended)
+                until = time.time() + self.settings.approval_timeout_s
+                messages = [*earlier, *ended.messages]
+                if not await run.wait(pending.view(), pending.dump(), messages, until, self.lease_s):
+                    raise RunFailed("cancelled", "the run was cancelled as it paused; its state was not kept")
+                done = "run.waiting"
+            else:
+                output = to_jsonable_python(ended.output)
+                if not await run.succeed(output, [*earlier, *ended.new_messages()]):
+                    raise RunFailed("cancelled", "the run was cancelled as it finished; its answer was not kept")
+                done = "run.completed"
+            payload = run_result(record)
             if emit is not None:
-                await emit(RunEvent("run.completed", payload))
+                await emit(RunEvent(done, payload))
             return payload
+
+    async def _turn(
+        self, record: RunRecord, call: AgentCall, capability: PipelineCapability, emit: EventSink | None
+    ) -> AgentRunResult[Any] | Paused:
+        """The run's agent call: from its message, or, resumed, from its pause with the decisions.
+        Ends with the agent's result, or `Paused` when a tool call waits for a decision."""
+        try:
+            result = await self.run_agent(
+                self.agents[record.agent],
+                call.prompt,
+                capability,
+                model=self.models[record.agent],
+                history=call.history,
+                emit=emit,
+                options={**call.options, "capabilities": [*call.capabilities, capability]},
+                run_id=call.run_id,
+                conversation_id=record.session_id,
+            )
+        except Paused as paused:
+            return paused
+        return Paused.of(result) or result
 
     def capability(self, state: RunState, hooks: Sequence[Hook]) -> PipelineCapability:
         """The capability of one agent call of a run: its hooks around every model request and tool
@@ -341,16 +357,19 @@ class Runtime:
     async def run_agent(
         self,
         agent: Agent[Any, Any],
-        prompt: str | Sequence[UserContent],
+        prompt: str | Sequence[UserContent] | None,
         capability: PipelineCapability,
         *,
         model: Model | None,
         history: list[ModelMessage] | None = None,
         emit: EventSink | None = None,
+        options: dict[str, Any] | None = None,
         **ids: str,
     ) -> AgentRunResult[Any]:
         """One agent call under the run's hooks, its deps, its limits and its deadline; with `emit`,
-        streamed. `ids` are Pydantic AI's `run_id` and `conversation_id`, when the call is the run.
+        streamed (`agentkeep.streaming`). `options` are more of `agent.run`'s arguments (the run's
+        `output_type`, `deferred_tool_results`, `capabilities`); `ids` are Pydantic AI's `run_id` and
+        `conversation_id`, when the call is the run.
 
         Every kind of run calls its agent here (sync, streamed, background, a task's `ask()`, a
         resumed run), so the deps factory runs for each, in the process that executes it."""
@@ -363,6 +382,7 @@ class Runtime:
                 tool_calls_limit=self.settings.max_tool_calls_per_run,
             ),
             "capabilities": [capability],
+            **(options or {}),
             **ids,
         }
         capability.run.history_len = len(history or ())
@@ -372,32 +392,11 @@ class Runtime:
                 kwargs["deps"] = deps
             if emit is None:
                 return await agent.run(prompt, **kwargs)
-            async with agent.run_stream_events(prompt, **kwargs) as events:
-                async for event in events:
-                    if isinstance(event, AgentRunResultEvent):
-                        return event.result
-                    mapped = _map_event(event)
-                    if mapped is not None:
-                        await emit(mapped)
-        raise RunFailed("internal_error", "the agent's event stream ended without a result")
+            return await stream_agent(agent, prompt, kwargs, emit)
 
     def _model_of(self, agent: str) -> Model | str | None:
         """The model a run of `agent` will use; None for a task (`task:NAME`), whose agent calls are its own."""
         return self.served.model_of(agent) if agent in self.agents else None
-
-    @staticmethod
-    def result_payload(record: RunRecord) -> dict[str, Any]:
-        """The contract's RunResult for a succeeded run."""
-        return {
-            "run_id": record.run_id,
-            "session_id": record.session_id,
-            "status": record.status.value,
-            "output": record.output or "",
-            "tools_used": record.tools_used,
-            "usage": record.usage.as_dict(),
-            "cost_usd": record.cost_usd,
-            "duration_ms": round(record.duration_ms or 0.0, 3),
-        }
 
     # --- drain ---
 
@@ -413,23 +412,3 @@ class Runtime:
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no run is active; False if `timeout` passed first."""
         return await self.active.wait_idle(timeout)
-
-
-def _output_text(output: object) -> str:
-    if isinstance(output, str):
-        return output
-    from pydantic_core import to_json
-
-    return to_json(output).decode()
-
-
-def _map_event(event: object) -> RunEvent | None:
-    if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart) and event.part.content:
-        return RunEvent("text.delta", {"text": event.part.content})
-    if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta) and event.delta.content_delta:
-        return RunEvent("text.delta", {"text": event.delta.content_delta})
-    if isinstance(event, FunctionToolCallEvent):
-        return RunEvent("tool.call", {"name": event.part.tool_name, "args": event.part.args_as_dict()})
-    if isinstance(event, FunctionToolResultEvent):
-        return RunEvent("tool.result", {"name": event.part.tool_name})
-    return None

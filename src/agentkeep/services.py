@@ -10,6 +10,7 @@
         lifespans    each AgentApp's `lifespan()`, entered once; what it yields is its runs'
                      `RunInfo.resources`. One that raises stops the start (`StartupFailed`)
         durable      the durable engine over the runtime; not started (the entry point decides when)
+        approvals    runs waiting for tool decisions: resume, cancel, and the timer of their deadline
     Services.aclose()   drain the runs, stop the durable engine, exit the lifespans, then close the rest
 
 The hook order around every model request and tool call, outermost first:
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from agentkeep.approvals import Approvals, Expiry
 from agentkeep.budget import Budget, BudgetMetrics, budget_from_settings
 from agentkeep.config import Settings
 from agentkeep.durable import DurableEngine, Identity, identity
@@ -75,6 +77,8 @@ class Services:
     budget: Budget
     runtime: Runtime
     durable: DurableEngine
+    approvals: Approvals  # runs waiting for tool decisions
+    expiry: Expiry  # closes those past AGENTKEEP_APPROVAL_TIMEOUT_S, in every process
     tracing: Tracing | None  # None unless AGENTKEEP_OTEL_ENDPOINT is set
     lifespans: AsyncExitStack = field(default_factory=AsyncExitStack)  # the AgentApps' lifespans, entered
 
@@ -86,6 +90,7 @@ class Services:
         self.runtime.draining = True
         await self.runtime.wait_idle(self.settings.drain_timeout_s)
         await self.durable.stop()
+        await self.expiry.stop()
         try:
             await self.lifespans.aclose()
         except Exception as exc:  # the user's cleanup failing must not keep the database open
@@ -128,6 +133,8 @@ async def build_services(
         await _enter_lifespans(runtime, lifespans)
         me = me or identity(settings, source=None, port=0)
         durable = DurableEngine(settings, runtime, me, dequeue=dequeue)
+        approvals = Approvals(runtime, announce=durable.announce)
+        expiry = Expiry(approvals, settings.approval_timeout_s)
     except BaseException:
         await lifespans.aclose()
         await store.close()
@@ -135,6 +142,7 @@ async def build_services(
             tracing.shutdown()
         raise
     budget.start()  # its reclaimer of dead processes' reservations: in every process, engine or not
+    expiry.start()  # likewise: a process that serves only synchronous runs never starts the engine
     return Services(
         settings=settings,
         agents=agents,
@@ -147,6 +155,8 @@ async def build_services(
         budget=budget,
         runtime=runtime,
         durable=durable,
+        approvals=approvals,
+        expiry=expiry,
         tracing=tracing,
         lifespans=lifespans,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,7 +50,7 @@ def test_a_step_failing_twice_then_succeeding_is_retried(mock_llm: MockLLM, tmp_
     with _server(mock_llm, tmp_path) as server:
         run = wait_finished(server, _submit(server, "flaky"))
         assert run["status"] == "succeeded", run
-        assert json.loads(run["output"]) == {"result": "third time lucky"}
+        assert run["output"] == {"result": "third time lucky"}
     assert lines(tmp_path / "side.txt") == ["flaky attempt"] * 3
 
 

@@ -204,7 +204,8 @@ async def test_a_hook_can_refuse_a_run_before_any_model_request(store: SQLStore)
 
 
 async def test_streaming_emits_the_contract_events_in_order(store: SQLStore) -> None:
-    """run.started, tool.call, tool.result, text.delta…, then run.completed with the RunResult."""
+    """run.started, tool.call, tool.result (same call id, ok, the content the model saw), text.delta…,
+    then run.completed with the RunResult."""
     events: list[RunEvent] = []
 
     async def emit(event: RunEvent) -> None:
@@ -216,7 +217,9 @@ async def test_streaming_emits_the_contract_events_in_order(store: SQLStore) -> 
     names = [e.name for e in events]
     assert names[0] == "run.started" and names[-1] == "run.completed"
     assert names.index("tool.call") < names.index("tool.result") < names.index("text.delta")
-    assert events[names.index("tool.call")].data == {"name": "add", "args": {"a": 2, "b": 3}}
+    call, result_event = events[names.index("tool.call")].data, events[names.index("tool.result")].data
+    assert call == {"tool_call_id": call["tool_call_id"], "name": "add", "args": {"a": 2, "b": 3}}
+    assert result_event == {"tool_call_id": call["tool_call_id"], "name": "add", "ok": True, "content": "5"}
     assert "".join(e.data["text"] for e in events if e.name == "text.delta") == result["output"]
     assert events[-1].data == result
 
@@ -257,3 +260,67 @@ def test_blank_and_oversized_messages_are_refused() -> None:
         clean_message(" \x00\n ", 100)
     with pytest.raises(PayloadTooLarge):
         clean_message("x" * 101, 100)
+
+
+async def test_a_session_left_with_an_unanswered_tool_call_takes_the_next_message(store: SQLStore) -> None:
+    """A history that ends with tool calls nobody answered (what an older agentkeep stored for a tool
+    needing approval) no longer refuses every new prompt: the calls are closed as interrupted first."""
+    from pydantic_ai.messages import ModelMessagesTypeAdapter, ModelRequest, UserPromptPart
+
+    broken = [ModelRequest(parts=[UserPromptPart("delete it")]), ModelResponse(parts=[ToolCallPart("add", {"a": 1})])]
+    runtime = _runtime(store)
+    prepared = await runtime.prepare(RunRequest(message="old turn", session_id="broken"))
+    prepared.record.status = RunStatus.SUCCEEDED
+    assert await store.finish_run(prepared.record, append_to_session=ModelMessagesTypeAdapter.dump_json(broken))
+    runtime.active.leave()  # the slot `prepare` took for the run that was recorded by hand
+
+    result = await runtime.run(RunRequest(message="and now?", session_id="broken"))
+    assert result["status"] == "succeeded" and result["output"] == "done after 2 user turns"
+
+
+async def test_a_sibling_call_replayed_from_a_checkpoint_is_kept_for_the_resume(store: SQLStore) -> None:
+    """An agent with an output validator pauses through agentkeep's capability: a sibling tool call that
+    a hook answers without running it (as a durable run's checkpoint does) is still kept for the resume,
+    and the model gets its result after the approval."""
+    from pydantic_ai.messages import ToolReturnPart
+
+    from agentkeep.approvals import Approvals
+    from agentkeep.deferred import Pending
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        returns = [p for m in messages for p in m.parts if isinstance(p, ToolReturnPart)]
+        if returns:
+            return ModelResponse(parts=[TextPart(" ".join(f"{p.tool_name}={p.content}" for p in returns))])
+        return ModelResponse(
+            parts=[ToolCallPart("add", {"a": 2, "b": 3}, "c_add"), ToolCallPart("erase", {}, "c_erase")]
+        )
+
+    agent: Agent[None, str] = Agent(FunctionModel(model))
+    erased: list[str] = []
+
+    @agent.output_validator
+    def keep(answer: str) -> str:
+        return answer
+
+    @agent.tool_plain
+    def add(a: int, b: int) -> int:
+        raise AssertionError("answered by the checkpoint, never run")
+
+    @agent.tool_plain(requires_approval=True)
+    def erase() -> str:
+        erased.append("erased")
+        return "gone"
+
+    class Checkpoint(Hook):
+        async def wrap_tool_call(self, run: RunState, call: ToolCall, proceed: ToolProceed) -> Any:
+            return 5 if call.name == "add" else await proceed()
+
+    runtime = _runtime(store, agent, hooks=[Checkpoint()])
+    waiting = await runtime.run(RunRequest(message="add, then erase"))
+    assert waiting["status"] == "waiting_approval" and erased == []
+    record = await store.get_run(None, waiting["run_id"])
+    assert record is not None and Pending.load(record.deferred_json or b"").settled == {"c_add": 5}
+    resumed = await runtime.execute(
+        await Approvals(runtime).prepare_resume(record, {"c_erase": True}, {}, background=False)
+    )
+    assert resumed["status"] == "succeeded" and resumed["output"] == "add=5 erase=gone" and erased == ["erased"]

@@ -49,7 +49,8 @@ def test_a_sync_run_calls_the_tool_and_returns_the_run_result(server: ServerProc
 
 
 def test_a_streamed_run_sends_tokens_as_events_then_one_completion(server: ServerProcess, mock_llm: MockLLM) -> None:
-    """SSE: run.started, tool.call, tool.result, several text.delta, and exactly one run.completed."""
+    """SSE: run.started, tool.call and tool.result (one call id, ok, the result), several text.delta, and
+    exactly one run.completed."""
     mock_llm.enqueue(Reply.tool_call("add", {"a": 1, "b": 1}), Reply.text("one plus one is two", chunks=5))
     with server.client.stream("POST", "/v1/runs", json={"message": "1+1?", "stream": True}) as response:
         assert response.status_code == 200
@@ -59,8 +60,10 @@ def test_a_streamed_run_sends_tokens_as_events_then_one_completion(server: Serve
     names = [name for name, _ in events]
     assert names[0] == "run.started" and names[-1] == "run.completed"
     assert names.count("run.completed") == 1 and "run.failed" not in names
-    assert ("tool.call", {"name": "add", "args": {"a": 1, "b": 1}}) in events
-    assert ("tool.result", {"name": "add"}) in events
+    call = next(data for name, data in events if name == "tool.call")
+    assert call == {"tool_call_id": call["tool_call_id"], "name": "add", "args": {"a": 1, "b": 1}}
+    result = next(data for name, data in events if name == "tool.result")
+    assert result == {"tool_call_id": call["tool_call_id"], "name": "add", "ok": True, "content": "2"}
     deltas = [data["text"] for name, data in events if name == "text.delta"]
     assert len(deltas) >= 3
     assert "".join(deltas) == "one plus one is two" == events[-1][1]["output"]

@@ -110,8 +110,10 @@ class DurableSteps(Hook):
                 )
             step = DBOS.step_status.step_id if DBOS.step_status is not None else 0
             before = run.usage.as_dict()
-            # Stable across replays, takeovers and resumes: the run id, and the step's number in order.
-            with idempotency_scope(f"{(DBOS.workflow_id or '').split('~', 1)[0]}:{step}"):
+            # Stable across replays, takeovers and resumes: the run id, and the step's number in order;
+            # after a wait for tool decisions, steps count again from 1, so the resume is in the key.
+            run_key = (DBOS.workflow_id or "").split("~", 1)[0] + (f".r{run.resumes}" if run.resumes else "")
+            with idempotency_scope(f"{run_key}:{step}"):
                 result = await proceed()
             after = run.usage.as_dict()
             return _ToolResult(result, {name: after[name] - before[name] for name in _TOOL_COUNTS})

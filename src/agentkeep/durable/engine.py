@@ -11,6 +11,8 @@
     kill -9, restart            → DBOS.launch() resumes this executor's unfinished runs; each
                                   finished step returns its checkpoint instead of running again
     POST /v1/runs/{id}/cancel   → cancel(): the run stops at its next step boundary
+    POST /v1/runs/{id}/resume   → submit_resume(): a run that waited for tool decisions continues
+      {background}                as a new workflow of the same run, id `RUN_ID~rN` (its Nth resume)
 
 The queue limits how many runs one process executes (AGENTKEEP_WORKER_CONCURRENCY) and how many
 of one user's runs execute at once across the fleet (AGENTKEEP_USER_CONCURRENCY), so one user
@@ -44,7 +46,7 @@ from agentkeep.durable.webhooks import RETRY, WebhookFailed, WebhookSender
 from agentkeep.errors import ConfigError, RunFailed
 from agentkeep.resilience.retry import exponential_backoff
 from agentkeep.runtime import PreparedRun, Runtime
-from agentkeep.stores.base import RunRecord
+from agentkeep.stores.base import RunRecord, RunStatus
 from agentkeep.worker import WorkerLoop
 
 __all__ = ["DurableEngine", "abandon_launch"]
@@ -206,6 +208,12 @@ class DurableEngine:
         """Queue a prepared background run; on failure record it failed and free its session."""
         await self.enqueue(prepared.record, "run_workflow")
 
+    async def submit_resume(self, prepared: PreparedRun) -> None:
+        """Queue the rest of a run that waited for tool decisions (`Approvals.prepare_resume`): a
+        workflow of its own, as the first one ended with the wait."""
+        record = prepared.record
+        await self.enqueue(record, "run_workflow", workflow_id=f"{record.run_id}~r{record.resumes}")
+
     async def submit_task(
         self, name: str, task_input: dict[str, Any], user_id: str, webhook_url: str | None
     ) -> RunRecord:
@@ -216,15 +224,16 @@ class DurableEngine:
         await self.enqueue(record, "task_workflow")
         return record
 
-    async def enqueue(self, record: RunRecord, workflow: str) -> None:
-        """Queue `record`'s run as `workflow` (a name in `workflows`); on failure record it failed."""
+    async def enqueue(self, record: RunRecord, workflow: str, *, workflow_id: str | None = None) -> None:
+        """Queue `record`'s run as `workflow` (a name in `workflows`) under `workflow_id` (default:
+        the run id); on failure record it failed."""
         try:
             await self.start()
             from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
 
             from agentkeep.durable import workflows
 
-            with SetWorkflowID(record.run_id), SetEnqueueOptions(queue_partition_key=record.user_id):
+            with SetWorkflowID(workflow_id or record.run_id), SetEnqueueOptions(queue_partition_key=record.user_id):
                 await DBOS.enqueue_workflow_async(QUEUE, getattr(workflows, workflow), record.run_id, record.user_id)
         except Exception as exc:
             log.error("durable.enqueue_failed", run_id=record.run_id, exc_info=exc)
@@ -269,16 +278,34 @@ class DurableEngine:
     # --- completion webhooks ---
 
     async def notify(self, run_id: str, user_id: str) -> None:
-        """Start the delivery of a finished run's webhook, once per run whoever asks (the id says so)."""
+        """Start the delivery of a finished run's webhook, once per run whoever asks (the id says so);
+        also of a run that waits for tool decisions, once per wait."""
         record = await self.runtime.store.get_run(user_id, run_id)
-        if record is None or record.webhook_url is None or not record.status.finished:
+        if record is None or record.webhook_url is None:
+            return
+        if record.status.finished:
+            delivery = f"{run_id}-webhook"
+        elif record.status is RunStatus.WAITING_APPROVAL:
+            delivery = f"{run_id}-webhook-w{record.resumes}"
+        else:
             return
         from dbos import DBOS, SetWorkflowID
 
         from agentkeep.durable.workflows import webhook_workflow
 
-        with SetWorkflowID(f"{run_id}-webhook"):
+        with SetWorkflowID(delivery):
             await DBOS.start_workflow_async(webhook_workflow, run_id, user_id)
+
+    async def announce(self, record: RunRecord) -> None:
+        """Deliver the webhook of a run whose outcome was recorded outside its workflow (a wait
+        cancelled or timed out, a resume run synchronously); nothing for a run without one."""
+        if record.webhook_url is None:
+            return
+        try:
+            await self.start()
+            await self.notify(record.run_id, record.user_id)
+        except Exception as exc:  # the outcome is recorded; only its webhook is lost
+            log.warning("webhook.not_started", run_id=record.run_id, exc_info=exc)
 
     async def deliver_webhook(self, run_id: str, user_id: str) -> int:
         """The body of workflow `agentkeep.webhook`: one retried step; the receiver's status, or 0."""

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from pydantic_ai import Agent
+from pydantic_core import to_jsonable_python
 
 from agentkeep.durable.asking import CURRENT, TaskContext
 from agentkeep.durable.tasks import TASKS, task_failure
@@ -90,7 +91,7 @@ class Runner:
         except (Exception, CancelRequested) as exc:
             await run.fail(task_failure(exc), exc)
             return
-        await run.succeed(output if isinstance(output, str) else json.dumps(output, default=str))
+        await run.succeed(to_jsonable_python(output, fallback=str))  # its output as JSON, as an agent run's
 
     async def _begin(self, run_id: str, user_id: str) -> tuple[RunRecord, bool] | str:
         """The first step of a run workflow: mark the run running, once. Returns the record and

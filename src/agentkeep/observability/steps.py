@@ -26,7 +26,7 @@ from pydantic_ai.messages import ModelResponse
 from agentkeep.failures import classify
 from agentkeep.hooks import Hook, ModelCall, ModelProceed, RunOutcome, RunState, ToolCall, ToolProceed
 
-__all__ = ["Step", "StepRecorder", "step_views", "steps_json"]
+__all__ = ["Step", "StepRecorder", "joined_steps", "step_views", "steps_json"]
 
 _KEY = "steps"
 
@@ -97,6 +97,16 @@ def steps_json(run: RunState) -> bytes | None:
     """The run's steps as stored with it; None for a run no `StepRecorder` watched."""
     steps: list[Step] | None = run.extras.get(_KEY)
     return None if steps is None else json.dumps(step_views(steps), separators=(",", ":")).encode()
+
+
+def joined_steps(before: bytes | None, after: bytes | None) -> bytes | None:
+    """Two stored step lists as one, renumbered: a run's steps before a pause, then after its resume."""
+    if before is None or after is None:
+        return after if before is None else before
+    views = [*json.loads(before), *json.loads(after)]
+    for index, view in enumerate(views):
+        view["index"] = index
+    return json.dumps(views, separators=(",", ":")).encode()
 
 
 def step_views(steps: list[Step]) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -21,6 +21,7 @@ from agentkeep.api_models import (
     HealthOut,
     LiveOut,
     ReadyOut,
+    ResumeCreate,
     RunAcceptedOut,
     RunCreate,
     RunOut,
@@ -32,7 +33,7 @@ from agentkeep.errors import InvalidRequest, NotFound, RunFailed
 from agentkeep.runtime import PreparedRun, RunEvent, RunRequest, check_session_id
 from agentkeep.server.auth import authenticate, bearer_scheme
 from agentkeep.server.state import AppState, app_state
-from agentkeep.stores.base import RunRecord
+from agentkeep.stores.base import RunRecord, RunStatus
 from agentkeep.tools import ToolFailure
 from agentkeep.tools.files import remove_session_files
 from agentkeep.transcript import load_chunks, simple_messages
@@ -53,11 +54,28 @@ async def current_user(request: Request, _key: Annotated[object, Security(bearer
 
 User = Annotated[str, Depends(current_user)]
 
+# OpenAPI links from a run's answer to what can be done with it next (clients and fuzzers follow them).
+_RUN_LINKS = {
+    name: {"operationId": operation, "parameters": {"run_id": "$response.body#/run_id"}}
+    for name, operation in {
+        "GetRun": "get_run_v1_runs__run_id__get",
+        "RunSteps": "run_steps_v1_runs__run_id__steps_get",
+        "ResumeRun": "resume_run_v1_runs__run_id__resume_post",
+        "CancelRun": "cancel_run_v1_runs__run_id__cancel_post",
+    }.items()
+}
+_RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    200: {"links": _RUN_LINKS},
+    202: {"model": RunAcceptedOut, "links": _RUN_LINKS},
+}
+
 
 @router.post(
     "/v1/runs",
     response_model=RunResultOut,
-    responses={**ERROR_RESPONSES, 202: {"model": RunAcceptedOut}},
+    response_model_exclude_unset=True,  # `pending` only for a run that waits
+    responses=_RUN_RESPONSES,
     summary="Run an agent: synchronously, streamed (SSE) or in the background",
 )
 async def create_run(body: RunCreate, state: State, user: User) -> Any:
@@ -74,23 +92,58 @@ async def create_run(body: RunCreate, state: State, user: User) -> Any:
         if not body.background:
             raise InvalidRequest("webhook_url needs background: true; a synchronous run answers its caller directly")
         state.background().webhooks.check(body.webhook_url)
-    runtime = state.rt
-    prepared = await runtime.prepare(request)
+    prepared = await state.rt.prepare(request)
     if body.background:
         await state.background().submit(prepared)
-        accepted = {
-            "run_id": prepared.record.run_id,
-            "session_id": prepared.record.session_id,
-            "status": "queued",
-        }
-        return JSONResponse(accepted, status_code=202, headers={"Location": f"/v1/runs/{prepared.record.run_id}"})
-    if body.stream:
+        return _accepted(prepared)
+    return await _answer(state, prepared, stream=body.stream)
+
+
+@router.post(
+    "/v1/runs/{run_id}/resume",
+    response_model=RunResultOut,
+    response_model_exclude_unset=True,
+    responses=_RUN_RESPONSES,
+    summary="Continue a run that waits for tool decisions, answering like POST /v1/runs",
+)
+async def resume_run(run_id: str, body: ResumeCreate, request: Request, state: State, user: User) -> Any:
+    """Every pending call of the run needs an answer (else 400); a run not waiting is 409 `not_waiting`."""
+    record = await visible_run(request, state, user, run_id)
+    services = state.started()
+    approvals = {
+        call_id: answer if isinstance(answer, bool) else answer.model_dump(exclude_none=True)
+        for call_id, answer in body.approvals.items()
+    }
+    prepared = await services.approvals.prepare_resume(record, approvals, body.results, background=body.background)
+    if body.background:
+        await services.durable.submit_resume(prepared)
+        return _accepted(prepared)
+    if record.webhook_url is not None:  # a background run continued here: its webhook still hears the end
+        return await _answer(state, prepared, stream=body.stream, then=services.durable.announce)
+    return await _answer(state, prepared, stream=body.stream)
+
+
+def _accepted(prepared: PreparedRun) -> JSONResponse:
+    record = prepared.record
+    accepted = {"run_id": record.run_id, "session_id": record.session_id, "status": "queued"}
+    return JSONResponse(accepted, status_code=202, headers={"Location": f"/v1/runs/{record.run_id}"})
+
+
+async def _answer(
+    state: AppState, prepared: PreparedRun, *, stream: bool, then: Callable[[RunRecord], Awaitable[None]] | None = None
+) -> Any:
+    """Execute a prepared run here: the RunResult, or its event stream; `then` once it has ended."""
+    if stream:
         return StreamingResponse(
-            _event_stream(_start_streamed_run(state, prepared)),
+            _event_stream(_start_streamed_run(state, prepared, then)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    return await runtime.execute(prepared)
+    try:
+        return await state.rt.execute(prepared)
+    finally:
+        if then is not None:
+            await then(prepared.record)
 
 
 async def _quiet(work: Any) -> None:
@@ -99,7 +152,9 @@ async def _quiet(work: Any) -> None:
         await work
 
 
-def _start_streamed_run(state: AppState, prepared: PreparedRun) -> asyncio.Queue[RunEvent | None]:
+def _start_streamed_run(
+    state: AppState, prepared: PreparedRun, then: Callable[[RunRecord], Awaitable[None]] | None = None
+) -> asyncio.Queue[RunEvent | None]:
     """Start the run now, as its own task: a client that disconnects, even before the body starts,
     neither cuts the run in half nor leaves it prepared and never executed."""
     queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
@@ -107,7 +162,14 @@ def _start_streamed_run(state: AppState, prepared: PreparedRun) -> asyncio.Queue
     async def emit(event: RunEvent) -> None:
         queue.put_nowait(event)
 
-    task = state.spawn(_quiet(state.rt.execute(prepared, emit)))
+    async def run() -> None:
+        try:
+            await _quiet(state.rt.execute(prepared, emit))
+        finally:
+            if then is not None:
+                await then(prepared.record)
+
+    task = state.spawn(run())
     task.add_done_callback(lambda _: queue.put_nowait(None))
     return queue
 
@@ -133,14 +195,20 @@ async def get_run(run_id: str, request: Request, state: State, user: User) -> An
 
 
 @router.post(
-    "/v1/runs/{run_id}/cancel", response_model=RunOut, responses=ERROR_RESPONSES, summary="Cancel a background run"
+    "/v1/runs/{run_id}/cancel",
+    response_model=RunOut,
+    responses=ERROR_RESPONSES,
+    summary="Cancel a background run, or a run waiting for tool decisions",
 )
 async def cancel_run(run_id: str, request: Request, state: State, user: User) -> Any:
     """Stops the run at its next step boundary; answers with the run as it is after the cancel.
 
-    A finished run, or a synchronous one (its caller holds it), is returned as it is."""
+    A waiting run's pending calls are denied in its session, which the next run continues from. A
+    finished run, or a synchronous one (its caller holds it), is returned as it is."""
     record = await visible_run(request, state, user, run_id)
-    if record.background:
+    if record.status is RunStatus.WAITING_APPROVAL:
+        record = await state.started().approvals.close(record)
+    if record.background and not record.status.finished:
         record = await state.background().cancel(record)
     return run_view(record)
 

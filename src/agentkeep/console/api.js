@@ -115,11 +115,12 @@ function parseEvent(block) {
 }
 
 /**
- * POST /v1/runs with stream: true and hand each Server-Sent Event to `onEvent(name, data)`.
- * EventSource can only GET, so the stream is read with fetch and a ReadableStream.
+ * POST /v1/runs (or, with `path`, another route that answers like it: a resume) with stream: true
+ * and hand each Server-Sent Event to `onEvent(name, data)`. EventSource can only GET, so the stream
+ * is read with fetch and a ReadableStream.
  */
-export async function streamRun(body, onEvent) {
-  const response = await send("/v1/runs", { method: "POST", body: { ...body, stream: true }, accept: "text/event-stream" });
+export async function streamRun(body, onEvent, path = "/v1/runs") {
+  const response = await send(path, { method: "POST", body: { ...body, stream: true }, accept: "text/event-stream" });
   if (!response.ok) throw failure(response, await readJson(response));
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";

@@ -1,10 +1,12 @@
 // The playground: pick an agent, send a message (with an image attached, if you like), watch the
-// answer stream in with its tool calls, continue the session or start a new one, or run in the
-// background and watch the status change.
+// answer stream in with its tool calls (a structured output as it grows; a response the agent threw
+// away is taken off again), approve or deny the tool calls it waits on and watch it go on in place,
+// continue the session or start a new one, or run in the background and watch the status change.
 // Its DOM is built once and kept, so leaving for another view and coming back loses nothing, not
 // even a stream in progress.
 
 import { api, streamRun } from "./api.js";
+import { outputBlock, pendingCalls } from "./approvals.js";
 import { ACTIVE, FINAL, badge, h, ms, plural, poll, runLink, tokens, usd } from "./dom.js";
 
 const BACKGROUND_POLL_MS = 1000;
@@ -96,61 +98,123 @@ function summary(result) {
   return h("p", { class: "meta" }, "run ", runLink(result.run_id), ` · ${bits.join(" · ")}`);
 }
 
-/** The assistant's turn as it streams: text and tool calls in the order they arrive. */
+/**
+ * The assistant's turn as it streams: text, structured output and tool calls in the order they
+ * arrive. What the current model response streamed (its text and output) is kept apart, so a
+ * `model.retry` can take it off again; tool calls and their results stay.
+ */
 function streamedTurn() {
   const body = h("div", { class: "answer" });
   const li = item("assistant", h("span", { class: "role" }, "assistant"), body);
   let text = null;
-  const pending = [];
+  let output = null;
+  let response = []; // what the model response being streamed added
+  const calls = new Map(); // tool_call_id → its chip
+  const denied = new Set(); // calls the person denied: their result says so, not "failed"
+  const add = (el) => {
+    body.append(el);
+    response.push(el);
+    return el;
+  };
   return {
     li,
+    body,
     delta(chunk) {
-      if (!text) {
-        text = h("span", { class: "text" });
-        body.append(text);
-      }
+      if (!text) text = add(h("span", { class: "text" }));
       text.textContent += chunk;
     },
-    toolCall(name, args) {
+    output(value) {
+      const block = outputBlock(value);
+      if (output) output.replaceWith(block);
+      else body.append(block);
+      output = block;
+      response.push(block);
+    },
+    retry(reason) {
+      for (const el of response) el.remove();
+      response = [];
+      text = null;
+      output = null;
+      body.append(h("p", { class: "meta retried" }, `↻ retried: ${reason}`));
+    },
+    toolCall(id, name, args) {
       const status = h("span", { class: "tool-state" }, "running…");
-      const chip = h("div", { class: "tool pending", "data-tool": name }, h("span", { class: "tool-name" }, name),
+      const chip = h("div", { class: "tool pending", "data-tool": name, "data-call": id }, h("span", { class: "tool-name" }, name),
         h("code", { class: "tool-args" }, JSON.stringify(args ?? {})), status);
-      pending.push({ name, chip, status });
+      calls.get(id)?.chip.remove(); // a resumed run calls an approved tool again: one chip for it
+      calls.set(id, { chip, status });
       body.append(chip);
       text = null;
+      response = [];
     },
-    toolResult(name) {
-      const index = pending.findIndex((p) => p.name === name);
-      if (index < 0) return;
-      const [done] = pending.splice(index, 1);
-      done.chip.classList.replace("pending", "done");
-      done.status.textContent = "done";
+    toolResult(id, ok, content) {
+      const call = calls.get(id);
+      if (!call) return;
+      call.chip.classList.replace("pending", ok ? "done" : "failed");
+      call.status.textContent = ok ? "done" : denied.has(id) ? "denied" : "failed";
+      call.status.title = content || "";
+      response = [];
     },
-    text: () => body.textContent,
-    body,
+    /** The run waits on these calls: their chips give way to the form that decides them. */
+    waitingOn(pending) {
+      for (const { tool_call_id: id } of pending) {
+        calls.get(id)?.chip.remove();
+        calls.delete(id);
+      }
+    },
+    decided({ approvals }) {
+      for (const [id, approved] of Object.entries(approvals)) if (approved === false) denied.add(id);
+    },
   };
+}
+
+/** Follow a run's event stream into `turn`; resolves to the run's last event, if one came. */
+async function follow(turn, body, path) {
+  let last = null;
+  await streamRun(body, (name, data) => {
+    if (name === "run.started") useSession(data.session_id);
+    else if (name === "text.delta") turn.delta(data.text);
+    else if (name === "output.delta") turn.output(data.output);
+    else if (name === "model.retry") turn.retry(data.reason);
+    else if (name === "tool.call") turn.toolCall(data.tool_call_id, data.name, data.args);
+    else if (name === "tool.result") turn.toolResult(data.tool_call_id, data.ok, data.content);
+    else if (name === "run.completed" || name === "run.waiting" || name === "run.failed") last = { name, data };
+    turn.li.scrollIntoView({ block: "end" });
+  }, path);
+  return last;
 }
 
 async function sendStreamed(message, agent) {
   const turn = streamedTurn();
-  let finished = false;
-  await streamRun({ message, agent, session_id: state.sessionId || undefined }, (name, data) => {
-    if (name === "run.started") useSession(data.session_id);
-    else if (name === "text.delta") turn.delta(data.text);
-    else if (name === "tool.call") turn.toolCall(data.name, data.args);
-    else if (name === "tool.result") turn.toolResult(data.name);
-    else if (name === "run.completed") {
-      finished = true;
-      if (!turn.body.querySelector(".text") && data.output) turn.delta(data.output);
-      turn.li.append(summary(data));
-    } else if (name === "run.failed") {
-      finished = true;
-      turn.li.classList.add("failed");
-      turn.li.append(errorLine(data.error || data));
+  settle(turn, await follow(turn, { message, agent, session_id: state.sessionId || undefined }));
+}
+
+/** The end of a streamed run in its turn; a wait shows its calls, whose answers resume it in place. */
+function settle(turn, ended) {
+  if (!ended) {
+    turn.li.append(errorLine({ type: "stream", message: "the stream ended before the run did" }));
+  } else if (ended.name === "run.waiting") {
+    const path = `/v1/runs/${encodeURIComponent(ended.data.run_id)}/resume`;
+    const pending = ended.data.pending || [];
+    turn.waitingOn(pending);
+    const form = pendingCalls(pending, (decisions) => {
+      form.remove(); // the resumed run shows each call again, with its result
+      turn.decided(decisions);
+      busyWhile(async () => settle(turn, await follow(turn, decisions, path)));
+    });
+    turn.body.append(form);
+  } else if (ended.name === "run.completed") {
+    const { output } = ended.data;
+    if (typeof output === "string") {
+      if (output && !turn.body.querySelector(".text")) turn.delta(output);
+    } else if (output !== null && output !== undefined && !turn.body.querySelector(".output-json")) {
+      turn.output(output);
     }
-    turn.li.scrollIntoView({ block: "end" });
-  });
-  if (!finished) turn.li.append(errorLine({ type: "stream", message: "the stream ended before the run did" }));
+    turn.li.append(summary(ended.data));
+  } else {
+    turn.li.classList.add("failed");
+    turn.li.append(errorLine(ended.data.error || ended.data));
+  }
 }
 
 async function sendInBackground(message, agent) {
@@ -165,13 +229,23 @@ async function sendInBackground(message, agent) {
   const li = item("assistant background", h("span", { class: "role" }, "background run"),
     h("p", { class: "meta" }, runLink(accepted.run_id), " ", status, " ", cancel), output);
   li.dataset.runId = accepted.run_id;
+  let shown = null; // the wait whose calls are on screen (a resume may end in another)
   const show = (run) => {
     const next = badge(run.status);
     status.replaceWith(next);
     status = next;
     cancel.hidden = !ACTIVE.has(run.status);
+    const wait = run.status === "waiting_approval" ? (run.pending || []).map((p) => p.tool_call_id).join(" ") : null;
+    if (wait && wait !== shown) {
+      shown = wait;
+      output.replaceChildren(pendingCalls(run.pending, (decisions) => {
+        api(`/v1/runs/${encodeURIComponent(accepted.run_id)}/resume`, { method: "POST", body: { ...decisions, background: true } })
+          .then(() => output.replaceChildren(), state.report);
+      }));
+    }
     if (!FINAL.has(run.status)) return true;
-    if (run.output) output.replaceChildren(h("span", { class: "text" }, run.output));
+    if (typeof run.output === "string" && run.output) output.replaceChildren(h("span", { class: "text" }, run.output));
+    else if (run.output !== undefined && run.output !== null) output.replaceChildren(outputBlock(run.output));
     if (run.error) output.replaceChildren(errorLine(run.error));
     li.append(summary({ ...run, run_id: accepted.run_id }));
     return false;
@@ -210,16 +284,23 @@ async function onSubmit(event) {
   const text = parts.message.value.trim();
   const file = parts.image.files[0];
   if ((!text && !file) || state.busy) return;
-  state.busy = true;
-  parts.send.disabled = true;
   parts.message.value = "";
   parts.image.value = "";
   parts.attached.textContent = "";
-  const { message, shown } = await composed(text, file);
-  item("user", h("span", { class: "role" }, "you"), h("div", { class: "answer" }, text, ...shown));
+  const agent = parts.agent.value || undefined;
+  await busyWhile(async () => {
+    const { message, shown } = await composed(text, file);
+    item("user", h("span", { class: "role" }, "you"), h("div", { class: "answer" }, text, ...shown));
+    await (parts.background.checked ? sendInBackground(message, agent) : sendStreamed(message, agent));
+  });
+}
+
+/** Run `work` with the composer held (one run at a time); a failure becomes a line in the transcript. */
+async function busyWhile(work) {
+  state.busy = true;
+  parts.send.disabled = true;
   try {
-    if (parts.background.checked) await sendInBackground(message, parts.agent.value || undefined);
-    else await sendStreamed(message, parts.agent.value || undefined);
+    await work();
   } catch (error) {
     item("error", errorLine(error));
   } finally {

@@ -1,8 +1,10 @@
 // Runs: the list (GET /v1/runs, filtered) and a run's page (GET /v1/runs/{id} and its /steps):
-// the timeline of model requests and tool calls with their latencies, the messages, the error,
-// and a cancel button while a background run is still queued or running.
+// the timeline of model requests and tool calls with their latencies, the messages, the output
+// (a structured one as JSON), the error, a cancel button while a background run is still queued or
+// running, and the calls a waiting run needs decided, with Approve / Deny (it then resumes).
 
 import { api } from "./api.js";
+import { outputBlock, pendingCalls } from "./approvals.js";
 import { CONTINUE_KEY } from "./playground.js";
 import { ACTIVE, badge, h, ms, poll, runLink, tokens, usd, when } from "./dom.js";
 import { sessionFiles } from "./files.js";
@@ -153,6 +155,26 @@ export function runPage(container, match, ctx) {
     h("h2", null, "Timeline"), timelineBox, h("h2", null, "Messages"), messagesBox, filesBox));
   let stop = null;
   let files = null; // the session's files, loaded once the run's owner is known, again when it finishes
+  let wait = null; // the pending calls on screen, kept across polls so a half-made decision stays
+  const pendingBox = (run) => {
+    const key = run.status === "waiting_approval" ? (run.pending || []).map((p) => p.tool_call_id).join(" ") : null;
+    if (key !== (wait && wait.key)) {
+      wait = key && {
+        key,
+        box: h("div", { class: "output", id: "run-pending" }, h("h2", null, "Waiting for a decision"),
+          pendingCalls(run.pending, async (decisions) => {
+            try {
+              await api(`${path}/resume`, { method: "POST", body: decisions });
+              const [fresh, steps] = await Promise.all([load(), api(`${path}/steps`)]);
+              render(fresh, steps);
+            } catch (error) {
+              ctx.report(error);
+            }
+          })),
+      };
+    }
+    return wait && wait.box;
+  };
   const render = (run, steps) => {
     const cancel = h("button", { type: "button", class: "danger", id: "cancel-run", hidden: !ACTIVE.has(run.status) || run.background === false }, "Cancel run");
     cancel.addEventListener("click", async () => {
@@ -167,7 +189,10 @@ export function runPage(container, match, ctx) {
     head.replaceChildren(h("h1", null, "Run ", h("code", { class: "mono" }, runId)), h("span", { id: "run-status" }, badge(run.status)), cancel);
     details.replaceChildren(h("div", null, facts(run),
       run.error ? h("div", { class: "error-box", id: "run-error" }, h("strong", null, run.error.type), " ", run.error.message) : null,
-      run.output ? h("div", { class: "output" }, h("h2", null, "Output"), h("div", { class: "content" }, run.output)) : null));
+      pendingBox(run),
+      run.output === null || run.output === undefined || run.output === "" ? null
+        : h("div", { class: "output" }, h("h2", null, "Output"),
+          typeof run.output === "string" ? h("div", { class: "content" }, run.output) : outputBlock(run.output))));
     const session = details.querySelector("[data-session]");
     if (session && run.foreign) session.remove();
     else if (session) session.addEventListener("click", () => sessionStorage.setItem(CONTINUE_KEY, run.session_id));

@@ -100,6 +100,14 @@ PUBLIC_NAMES: dict[str, list[str]] = {
         "user_content",
     ],
     "agentkeep.pipeline": ["PipelineCapability"],
+    "agentkeep.requests": [
+        "ANONYMOUS_USER",
+        "SESSION_ID_RE",
+        "PreparedRun",
+        "RunRequest",
+        "check_session_id",
+        "new_id",
+    ],
     "agentkeep.runtime": [
         "ANONYMOUS_USER",
         "SESSION_ID_RE",

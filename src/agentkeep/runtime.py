@@ -17,12 +17,9 @@ Nothing here knows about HTTP: errors are `AgentkeepError`s, streaming is a call
 from __future__ import annotations
 
 import asyncio
-import re
-import secrets
 import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -36,13 +33,14 @@ from agentkeep import nesting
 from agentkeep.api_models import run_result
 from agentkeep.config import Settings
 from agentkeep.deferred import AgentCall, Deferral, Paused, Pending
-from agentkeep.errors import Draining, InvalidRequest, NotFound, Overloaded, RunFailed
+from agentkeep.errors import Draining, NotFound, Overloaded, RunFailed
 from agentkeep.failures import classify
 from agentkeep.hooks import Hook, RunState, Usage
 from agentkeep.lifecycle import ActiveRuns, RunScope, record_failure, run_scope
 from agentkeep.loader import AgentMap
 from agentkeep.parts import MessageReader, clean_message
 from agentkeep.pipeline import PipelineCapability
+from agentkeep.requests import ANONYMOUS_USER, SESSION_ID_RE, PreparedRun, RunRequest, check_session_id, new_id
 from agentkeep.serving import ServedAgents
 from agentkeep.stores.base import RunRecord, RunStatus
 from agentkeep.streaming import EventSink, RunEvent, stream_agent
@@ -66,43 +64,7 @@ __all__ = [
 
 log = structlog.get_logger("agentkeep.runtime")
 
-ANONYMOUS_USER = "anonymous"
-SESSION_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _LEASE_MARGIN_S = 30.0  # past the run deadline: time to record the outcome before the lease lapses
-
-
-@dataclass
-class RunRequest:
-    """What a caller asks for, before validation."""
-
-    message: str | Sequence[Any]  # text, or parts (`agentkeep.parts`): text, media by URL, media inline
-    user_id: str = ANONYMOUS_USER
-    session_id: str | None = None
-    agent: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    background: bool = False
-    webhook_url: str | None = None
-
-
-@dataclass
-class PreparedRun:
-    """A run that is recorded and holds its session, ready to execute."""
-
-    record: RunRecord
-    history: list[ModelMessage]
-    # A synchronous or streamed run takes its slot under the concurrency cap at admission, so a
-    # burst cannot all pass `admit()` before any of them is counted; `execute` takes it over.
-    holds_slot: bool = False
-
-
-def check_session_id(session_id: str) -> str:
-    if not SESSION_ID_RE.fullmatch(session_id):
-        raise InvalidRequest("session_id must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'")
-    return session_id
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(12)}"
 
 
 class Runtime:
